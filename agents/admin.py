@@ -1,0 +1,141 @@
+from __future__ import annotations
+
+from django import forms
+from django.contrib import admin
+from django.db import transaction
+from guardian.admin import GuardedModelAdmin
+
+from agents.models import Agent, KnowledgeArticle, LedgerEntry, OutboxEmail, Run, Step, Ticket, ToolCall
+from audit.services import audit_record
+
+AUDITED_FIELDS = ("autonomy_level", "tool_levels", "enabled", "tools")
+
+
+class AgentAdminForm(forms.ModelForm):
+    change_reason = forms.CharField(
+        required=False,
+        max_length=1000,
+        help_text="Required when the autonomy level, per-tool levels, tools or the kill switch change; audited.",
+    )
+
+    class Meta:
+        model = Agent
+        fields = [
+            "slug",
+            "name",
+            "objective",
+            "scope",
+            "owner",
+            "enabled",
+            "autonomy_level",
+            "tools",
+            "tool_levels",
+            "input_schema",
+            "reasoner",
+            "playbook",
+            "system_prompt",
+            "max_steps",
+            "max_cost",
+            "max_wall_seconds",
+            "on_reject",
+            "escalation_group",
+            "approval_sla_seconds",
+            "approval_deadline_seconds",
+            "expiry_action",
+            "webhook_url",
+            "webhook_secret",
+        ]
+
+    def clean(self):
+        cleaned = super().clean()
+        changed = [name for name in AUDITED_FIELDS if name in self.changed_data]
+        if self.instance.pk and changed and not cleaned.get("change_reason"):
+            self.add_error("change_reason", f"Say why {', '.join(changed)} changed.")
+        return cleaned
+
+
+@admin.register(Agent)
+class AgentAdmin(GuardedModelAdmin):
+    form = AgentAdminForm
+    list_display = ("slug", "name", "autonomy_level", "enabled", "reasoner", "updated_at")
+    list_filter = ("enabled", "autonomy_level", "reasoner")
+    search_fields = ("slug", "name")
+
+    def save_model(self, request, obj, form, change):
+        with transaction.atomic():
+            if change:
+                old = Agent.objects.select_for_update().get(pk=obj.pk)
+                for name in AUDITED_FIELDS:
+                    if name in form.changed_data:
+                        action = "agents.agent.kill_switch" if name == "enabled" else "agents.agent.level_changed"
+                        audit_record(
+                            actor=request.user,
+                            action=action,
+                            target=obj,
+                            data={
+                                "field": name,
+                                "old": getattr(old, name),
+                                "new": getattr(obj, name),
+                                "reason": form.cleaned_data.get("change_reason", ""),
+                            },
+                        )
+            super().save_model(request, obj, form, change)
+            if not change:
+                audit_record(
+                    actor=request.user,
+                    action="agents.agent.created",
+                    target=obj,
+                    data={"tools": obj.tools, "autonomy_level": obj.autonomy_level},
+                )
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+class StepInline(admin.TabularInline):
+    model = Step
+    fields = ("index", "kind", "verdict", "verdict_reason", "error", "latency_ms", "cost")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(Run)
+class RunAdmin(ReadOnlyAdmin):
+    list_display = ("id", "agent", "status", "started_by", "step_count", "cost", "created_at")
+    list_filter = ("status", "agent")
+    list_select_related = ("agent", "started_by")
+    date_hierarchy = "created_at"
+    inlines = [StepInline]
+
+
+@admin.register(ToolCall)
+class ToolCallAdmin(ReadOnlyAdmin):
+    list_display = ("id", "run", "step", "tool", "status", "verdict", "attempts", "created_at")
+    list_filter = ("status", "tool")
+    list_select_related = ("run",)
+
+
+@admin.register(LedgerEntry)
+class LedgerEntryAdmin(ReadOnlyAdmin):
+    list_display = ("id", "amount", "currency", "ticket", "reason", "created_at")
+
+
+@admin.register(OutboxEmail)
+class OutboxEmailAdmin(ReadOnlyAdmin):
+    list_display = ("id", "to", "subject", "created_at")
+
+
+admin.site.register(Ticket)
+admin.site.register(KnowledgeArticle)

@@ -1,0 +1,92 @@
+"""Demo users, agents and grants for ``make run``; safe to run again (nothing is duplicated)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from django.contrib.auth.models import Group, Permission, User
+from django.core.management.base import BaseCommand
+from django.db import transaction
+from guardian.shortcuts import assign_perm
+
+DEFAULT_DEMO_PASSWORD = "countersign-demo"
+
+
+@dataclass(frozen=True)
+class DemoUser:
+    username: str
+    group: str
+    is_staff: bool
+    role: str
+
+
+DEMO_USERS = (
+    DemoUser("operator", "operators", True, "defines agents, sets autonomy, pulls the kill switch"),
+    DemoUser("reviewer1", "reviewers", False, "decides waiting actions in the inbox"),
+    DemoUser("reviewer2", "reviewers", False, "second reviewer (four eyes, two approvals)"),
+    DemoUser("auditor", "auditors", True, "reads the audit log in the admin"),
+)
+
+
+def demo_password() -> str:
+    return os.environ.get("DEMO_PASSWORD") or DEFAULT_DEMO_PASSWORD
+
+
+def demo_logins() -> list[str]:
+    password = demo_password()
+    return [f"  {user.username:<10} / {password:<18} {user.role}" for user in DEMO_USERS]
+
+
+class Command(BaseCommand):
+    help = "Create the demo users (operator, reviewer1, reviewer2, auditor), the demo agents and their grants."
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        with transaction.atomic():
+            users = {spec.username: self.user_upsert(spec) for spec in DEMO_USERS}
+            lines = self.agents_seed()
+            lines += self.grants(users)
+        for line in lines:
+            self.stdout.write(line)
+        self.stdout.write(self.style.SUCCESS("Demo logins (username / password):"))
+        for line in demo_logins():
+            self.stdout.write(line)
+
+    def user_upsert(self, spec: DemoUser) -> User:
+        user, _ = User.objects.get_or_create(
+            username=spec.username, defaults={"email": f"{spec.username}@countersign.local"}
+        )
+        user.is_staff = spec.is_staff
+        user.is_active = True
+        # The printed password always works, even after someone changed it in the demo.
+        user.set_password(demo_password())
+        user.save()
+        # The roles migration creates the groups; get_or_create keeps this working without it.
+        group, _ = Group.objects.get_or_create(name=spec.group)
+        user.groups.add(group)
+        return user
+
+    def agents_seed(self) -> list[str]:
+        from agents import demo
+
+        seed = getattr(demo, "seed_demo_data", None)
+        return list(seed()) if seed is not None else []
+
+    def grants(self, users: dict[str, User]) -> list[str]:
+        from agents.models import Agent
+        from agents.tools import registry
+
+        agents = list(Agent.objects.all())
+        operator = users["operator"]
+        for agent in agents:
+            for reviewer in (users["reviewer1"], users["reviewer2"]):
+                assign_perm("review_agent", reviewer, agent)
+            assign_perm("start_run", operator, agent)
+        codenames = [f"use_{name}" for name in registry]
+        tool_perms = Permission.objects.filter(content_type__app_label="agents", codename__in=codenames)
+        operator.user_permissions.add(*tool_perms)
+        return [
+            f"grants: reviewer1, reviewer2 review {len(agents)} agent(s); operator starts runs of them "
+            f"and may use {tool_perms.count()} tool(s)"
+        ]

@@ -1,0 +1,292 @@
+from __future__ import annotations
+
+import uuid
+from decimal import Decimal
+
+from django.conf import settings
+from django.contrib.auth.models import Group
+from django.core.exceptions import ValidationError
+from django.core.validators import MinValueValidator
+from django.db import models
+
+
+class AutonomyLevel(models.IntegerChoices):
+    SUGGEST = 1, "suggest-only"
+    PROPOSE = 2, "prepare-and-propose"
+    REVIEW_AFTER = 3, "execute-with-review"
+    GUARDRAILS = 4, "execute-with-guardrails"
+    FULL = 5, "full autonomy"
+
+
+class Agent(models.Model):
+    class OnReject(models.TextChoices):
+        REPLAN = "replan", "re-plan with the reviewer's reason"
+        STOP = "stop", "stop the run"
+
+    class Reasoner(models.TextChoices):
+        SCRIPTED = "scripted"
+        OPENAI = "openai"
+
+    class ExpiryAction(models.TextChoices):
+        REJECT = "reject"
+        CANCEL = "cancel"
+
+    slug = models.SlugField(max_length=100, unique=True)
+    name = models.CharField(max_length=200)
+    objective = models.TextField()
+    scope = models.TextField(help_text="What the agent may and may not do; shown to reviewers.")
+    input_schema = models.JSONField(default=dict, blank=True, help_text="JSON Schema of a run's input.")
+    tools = models.JSONField(default=list, blank=True, help_text="Names of the tools this agent may call.")
+    autonomy_level = models.PositiveSmallIntegerField(choices=AutonomyLevel.choices, default=AutonomyLevel.PROPOSE)
+    tool_levels = models.JSONField(
+        default=dict, blank=True, help_text='Per-tool autonomy overrides, e.g. {"send_email": 3}.'
+    )
+    reasoner = models.CharField(max_length=20, choices=Reasoner.choices, default=Reasoner.SCRIPTED)
+    playbook = models.JSONField(default=dict, blank=True, help_text="Steps of the scripted reasoner.")
+    system_prompt = models.TextField(blank=True)
+    max_steps = models.PositiveIntegerField(default=20, validators=[MinValueValidator(1)])
+    max_cost = models.DecimalField(max_digits=10, decimal_places=4, default=Decimal("1.00"))
+    max_wall_seconds = models.PositiveIntegerField(default=3600, validators=[MinValueValidator(1)])
+    on_reject = models.CharField(max_length=10, choices=OnReject.choices, default=OnReject.REPLAN)
+    escalation_group = models.ForeignKey(Group, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    approval_sla_seconds = models.PositiveIntegerField(default=15 * 60, help_text="Escalate after this long.")
+    approval_deadline_seconds = models.PositiveIntegerField(
+        default=24 * 3600, help_text="Apply the expiry action after this long."
+    )
+    expiry_action = models.CharField(max_length=10, choices=ExpiryAction.choices, default=ExpiryAction.REJECT)
+    webhook_url = models.URLField(blank=True)
+    webhook_secret = models.CharField(max_length=200, blank=True)
+    enabled = models.BooleanField(default=True, help_text="Off is the kill switch: no new runs, running ones stop.")
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="owned_agents"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["slug"]
+        permissions = [
+            ("start_run", "Can start runs of this agent"),
+            ("review_agent", "Can review and decide this agent's approvals"),
+        ]
+
+    def __str__(self) -> str:
+        return self.slug
+
+    def level_for(self, tool_name: str) -> int:
+        return int(self.tool_levels.get(tool_name, self.autonomy_level))
+
+    def clean(self) -> None:
+        from agents.tools import registry
+
+        errors: dict[str, list[str]] = {}
+        unknown = [name for name in self.tools if name not in registry]
+        if unknown:
+            errors.setdefault("tools", []).append(f"Unknown tools: {', '.join(sorted(unknown))}.")
+        for tool_name, level in (self.tool_levels or {}).items():
+            if tool_name not in self.tools:
+                errors.setdefault("tool_levels", []).append(f"{tool_name} is not one of this agent's tools.")
+            if not isinstance(level, int) or not 1 <= level <= 5:
+                errors.setdefault("tool_levels", []).append(f"{tool_name}: level must be an integer 1-5.")
+        levels = {name: self.level_for(name) for name in self.tools if name in registry}
+        risky = [name for name, level in levels.items() if level == 5 and not registry[name].low_risk]
+        if self.autonomy_level == 5:
+            risky = [name for name in self.tools if name in registry and not registry[name].low_risk]
+            if risky:
+                errors.setdefault("autonomy_level", []).append(
+                    "Level 5 needs every tool to be low-risk and reversible; "
+                    f"these are not: {', '.join(sorted(risky))}."
+                )
+        elif risky:
+            errors.setdefault("tool_levels", []).append(
+                f"Level 5 is allowed only for low-risk reversible tools, not {', '.join(sorted(risky))}."
+            )
+        if self.approval_deadline_seconds and self.approval_sla_seconds > self.approval_deadline_seconds:
+            errors.setdefault("approval_sla_seconds", []).append("The SLA must not be longer than the deadline.")
+        if errors:
+            raise ValidationError(errors)
+
+
+class RunStatus(models.TextChoices):
+    QUEUED = "queued"
+    RUNNING = "running"
+    WAITING = "waiting"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    REJECTED = "rejected"
+    CANCELLED = "cancelled"
+
+
+TERMINAL_RUN_STATUSES = {RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.REJECTED, RunStatus.CANCELLED}
+
+
+class Run(models.Model):
+    agent = models.ForeignKey(Agent, on_delete=models.PROTECT, related_name="runs")
+    started_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="runs")
+    status = models.CharField(max_length=12, choices=RunStatus.choices, default=RunStatus.QUEUED, db_index=True)
+    input = models.JSONField(default=dict)
+    result = models.JSONField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    step_count = models.PositiveIntegerField(default=0)
+    cost = models.DecimalField(max_digits=12, decimal_places=6, default=Decimal("0"))
+    # Time spent running (not waiting for people): what the wall-time budget measures.
+    active_ms = models.PositiveBigIntegerField(default=0)
+    # Server-side PII mapping: placeholders the model sees -> real values tools receive.
+    redactions = models.JSONField(default=dict, blank=True)
+    cancel_requested = models.BooleanField(default=False)
+    lease_owner = models.CharField(max_length=64, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    enqueued_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"run {self.pk} of {self.agent_id}"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL_RUN_STATUSES
+
+
+class Step(models.Model):
+    class Kind(models.TextChoices):
+        REASONING = "reasoning"
+        TOOL_CALL = "tool_call"
+        OBSERVATION = "observation"
+        DECISION = "decision"
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="steps")
+    index = models.PositiveIntegerField()
+    kind = models.CharField(max_length=12, choices=Kind.choices)
+    input = models.JSONField(default=dict, blank=True)
+    output = models.JSONField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    verdict = models.CharField(max_length=20, blank=True)
+    verdict_reason = models.TextField(blank=True)
+    latency_ms = models.PositiveIntegerField(default=0)
+    prompt_tokens = models.PositiveIntegerField(default=0)
+    completion_tokens = models.PositiveIntegerField(default=0)
+    cost = models.DecimalField(max_digits=12, decimal_places=6, default=Decimal("0"))
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["run", "index"]
+        constraints = [models.UniqueConstraint(fields=["run", "index"], name="step_unique_index")]
+
+    def __str__(self) -> str:
+        return f"step {self.index} ({self.kind}) of run {self.run_id}"
+
+
+class ToolCallStatus(models.TextChoices):
+    PROPOSED = "proposed"
+    AWAITING = "awaiting"
+    APPROVED = "approved"
+    EXECUTING = "executing"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    UNKNOWN = "unknown"
+    REJECTED = "rejected"
+    BLOCKED = "blocked"
+    SUGGESTED = "suggested"
+
+
+class ToolCall(models.Model):
+    """The ledger of side effects: one row per proposed call, unique on (run, step)."""
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="tool_calls")
+    step = models.PositiveIntegerField(help_text="Index of the step that proposed the call.")
+    tool = models.CharField(max_length=100)
+    arguments = models.JSONField(default=dict)
+    arguments_hash = models.CharField(max_length=64)
+    rationale = models.TextField(blank=True)
+    idempotency_key = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    status = models.CharField(max_length=10, choices=ToolCallStatus.choices, default=ToolCallStatus.PROPOSED)
+    verdict = models.CharField(max_length=20, blank=True)
+    verdict_reason = models.TextField(blank=True)
+    # Arguments a reviewer approved (possibly edited); the executor runs exactly these.
+    approved_hash = models.CharField(max_length=64, blank=True)
+    output = models.JSONField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    latency_ms = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["run", "step"]
+        constraints = [models.UniqueConstraint(fields=["run", "step"], name="toolcall_unique_run_step")]
+
+    def __str__(self) -> str:
+        return f"{self.tool} at step {self.step} of run {self.run_id}"
+
+
+# --- Demo effect tables: where the demo tools' side effects land, so they can be counted.
+
+
+class KnowledgeArticle(models.Model):
+    title = models.CharField(max_length=200)
+    body = models.TextField()
+
+    def __str__(self) -> str:
+        return self.title
+
+
+class Ticket(models.Model):
+    class Status(models.TextChoices):
+        OPEN = "open"
+        PENDING = "pending"
+        SOLVED = "solved"
+        CLOSED = "closed"
+
+    subject = models.CharField(max_length=200)
+    customer_email = models.EmailField()
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.OPEN)
+    note = models.TextField(blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"ticket {self.pk}: {self.subject}"
+
+
+class OutboxEmail(models.Model):
+    idempotency_key = models.CharField(max_length=64, unique=True)
+    to = models.EmailField()
+    subject = models.CharField(max_length=200)
+    body = models.TextField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"email to {self.to}: {self.subject}"
+
+
+class LedgerEntry(models.Model):
+    idempotency_key = models.CharField(max_length=64, unique=True)
+    ticket = models.ForeignKey(Ticket, null=True, blank=True, on_delete=models.SET_NULL)
+    amount = models.DecimalField(max_digits=12, decimal_places=2)
+    currency = models.CharField(max_length=3)
+    reason = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name_plural = "ledger entries"
+
+    def __str__(self) -> str:
+        return f"refund {self.amount} {self.currency}"
+
+
+class TicketChange(models.Model):
+    """Lets update_ticket be reversible and idempotent: one row per call."""
+
+    idempotency_key = models.CharField(max_length=64, unique=True)
+    ticket = models.ForeignKey(Ticket, on_delete=models.CASCADE, related_name="changes")
+    old_status = models.CharField(max_length=10)
+    new_status = models.CharField(max_length=10)
+    note = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"ticket {self.ticket_id}: {self.old_status} → {self.new_status}"

@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, Literal
+
+
+class ReasonerError(Exception):
+    """The model could not be reached or answered unusably after retries."""
+
+
+@dataclass
+class Action:
+    """What a reasoner proposes: a tool call, a final answer, or output it could not parse."""
+
+    kind: Literal["tool", "final", "invalid"]
+    tool: str = ""
+    arguments: Any = None
+    rationale: str = ""
+    answer: Any = None
+    error: str = ""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: Decimal = Decimal("0")
+    latency_ms: int = 0
+    transcript: dict[str, Any] = field(default_factory=dict)
+    # The redacted end of the history the reasoner answered (for the audit log).
+    prompt_tail: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    name: str
+    description: str
+    parameters: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class RunView:
+    """The redacted view of a run that a reasoner reasons over."""
+
+    objective: str
+    scope: str
+    system_prompt: str
+    input: dict[str, Any]
+    history: list[dict[str, Any]]
+    tools: list[ToolSpec]
+    playbook: dict[str, Any]
+
+
+class Reasoner:
+    def next_action(self, view: RunView) -> Action:
+        raise NotImplementedError

@@ -1,0 +1,823 @@
+"""The run loop and every write to runs, steps and the tool-call ledger.
+
+The database is the truth and the broker only a doorbell: a task carries a run id, takes a
+lease with a conditional UPDATE, and each step boundary is its own transaction, so a task
+delivered twice, or a worker killed mid-step, never runs a side effect twice.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+import jsonschema
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from agents.models import Agent, Run, RunStatus, Step, ToolCall, ToolCallStatus
+from agents.reasoners import Action, ReasonerError, reasoner_for
+from agents.reasoners.base import RunView, ToolSpec
+from agents.tools import ToolArgumentsInvalid, ToolContext, arguments_hash, registry
+from audit.redaction import Redactor
+from audit.services import audit_record
+from config.api import Conflict, DomainError
+
+logger = logging.getLogger(__name__)
+
+MAX_INVALID_PROPOSALS = 3
+
+
+class AgentDisabled(Conflict):
+    code = "agent_disabled"
+
+
+class RunInputInvalid(DomainError):
+    code = "invalid_input"
+
+
+class RunNotCancellable(Conflict):
+    code = "not_cancellable"
+
+
+# --- Starting and stopping runs -----------------------------------------------------------
+
+
+def run_input_errors(*, agent: Agent, payload: Any) -> dict[str, list[str]]:
+    from approvals.guardrails import check_input
+
+    if not isinstance(payload, dict):
+        return {"input": ["must be a JSON object"]}
+    size = len(json.dumps(payload, ensure_ascii=False).encode())
+    if size > settings.RUN_INPUT_MAX_BYTES:
+        return {"input": [f"is {size} bytes; the limit is {settings.RUN_INPUT_MAX_BYTES}"]}
+    errors: dict[str, list[str]] = {}
+    if agent.input_schema:
+        validator = jsonschema.Draft202012Validator(agent.input_schema)
+        for error in sorted(validator.iter_errors(payload), key=lambda e: list(e.path)):
+            field = ".".join(["input", *(str(p) for p in error.path)])
+            errors.setdefault(field, []).append(error.message)
+    for hit in check_input(payload):
+        errors.setdefault("input", []).append(f"guardrail {hit.name}: {hit.message}")
+    return errors
+
+
+def run_create(*, agent: Agent, user: Any, payload: Any) -> Run:
+    errors = run_input_errors(agent=agent, payload=payload)
+    if errors:
+        raise RunInputInvalid("The run input is invalid.", details={"errors": errors})
+    redactor = Redactor()
+    redactor.redact(payload)
+    with transaction.atomic():
+        # Lock the agent row so a kill switch pulled at this moment either wins or sees this run.
+        agent = Agent.objects.select_for_update().get(pk=agent.pk)
+        if not agent.enabled:
+            raise AgentDisabled(f"Agent {agent.slug} is disabled (kill switch); no new runs are accepted.")
+        run = Run.objects.create(
+            agent=agent,
+            started_by=user if getattr(user, "is_authenticated", False) else None,
+            input=payload,
+            redactions=redactor.mapping,
+            enqueued_at=timezone.now(),
+        )
+        audit_record(actor=user, action="agents.run.created", target=run, data={"input": payload})
+        enqueue_advance(run.pk)
+    return run
+
+
+def enqueue_advance(run_id: int, *, resume: bool = False) -> None:
+    """Ring the doorbell once the transaction that made the run runnable has committed."""
+    from agents.tasks import advance_run, resume_run
+
+    task = resume_run if resume else advance_run
+    # After commit, so the worker never looks for a row it cannot see yet.
+    transaction.on_commit(lambda: task.delay(run_id))
+
+
+def run_cancel(*, run: Run, user: Any, reason: str = "") -> Run:
+    from approvals.services import approval_requests_cancel_for_run
+
+    with transaction.atomic():
+        run = Run.objects.select_for_update().get(pk=run.pk)
+        if run.is_terminal:
+            raise RunNotCancellable(f"Run {run.pk} already ended ({run.status}).")
+        if run.status in (RunStatus.QUEUED, RunStatus.WAITING):
+            # Nothing is executing: stop it here rather than at the next step boundary.
+            _finish(
+                run,
+                RunStatus.CANCELLED,
+                error=f"Cancelled by {_name(user)}" + (f": {reason}" if reason else ""),
+                actor=user,
+            )
+            approval_requests_cancel_for_run(run=run, reason="run cancelled")
+        else:
+            run.cancel_requested = True
+            run.save(update_fields=["cancel_requested"])
+            audit_record(actor=user, action="agents.run.cancel_requested", target=run, data={"reason": reason})
+    return run
+
+
+def agent_set_enabled(*, agent: Agent, enabled: bool, user: Any, reason: str) -> Agent:
+    from approvals.services import approval_requests_cancel_for_run
+
+    with transaction.atomic():
+        agent = Agent.objects.select_for_update().get(pk=agent.pk)
+        if agent.enabled == enabled:
+            return agent
+        agent.enabled = enabled
+        agent.save(update_fields=["enabled", "updated_at"])
+        audit_record(
+            actor=user,
+            action="agents.agent.kill_switch",
+            target=agent,
+            data={"old": not enabled, "new": enabled, "reason": reason},
+        )
+        if not enabled:
+            # Waiting and queued runs stop now; running ones at their next step boundary.
+            for run in Run.objects.select_for_update().filter(
+                agent=agent, status__in=[RunStatus.QUEUED, RunStatus.WAITING]
+            ):
+                _finish(run, RunStatus.CANCELLED, error="Agent disabled (kill switch)", actor=user)
+                approval_requests_cancel_for_run(run=run, reason="agent disabled")
+    return agent
+
+
+def agents_emergency_stop(*, user: Any, reason: str) -> int:
+    stopped = 0
+    for agent in Agent.objects.filter(enabled=True):
+        agent_set_enabled(agent=agent, enabled=False, user=user, reason=f"emergency stop: {reason}")
+        stopped += 1
+    return stopped
+
+
+def agent_set_level(*, agent: Agent, level: int, user: Any, reason: str, tool: str | None = None) -> Agent:
+    from django.core.exceptions import ValidationError
+
+    with transaction.atomic():
+        agent = Agent.objects.select_for_update().get(pk=agent.pk)
+        old = agent.level_for(tool) if tool else agent.autonomy_level
+        if old == level:
+            return agent
+        if tool:
+            agent.tool_levels = {**agent.tool_levels, tool: level}
+        else:
+            agent.autonomy_level = level
+        try:
+            agent.full_clean()
+        except ValidationError as exc:
+            raise DomainError("This autonomy level is not allowed.", details={"errors": exc.message_dict}) from None
+        agent.save(update_fields=["autonomy_level", "tool_levels", "updated_at"])
+        audit_record(
+            actor=user,
+            action="agents.agent.level_changed",
+            target=agent,
+            data={"tool": tool, "old": old, "new": level, "reason": reason},
+        )
+    return agent
+
+
+# --- The loop ------------------------------------------------------------------------------
+
+
+@dataclass
+class Lease:
+    run_id: int
+    token: str
+
+    def renew(self) -> bool:
+        until = timezone.now() + timedelta(seconds=settings.RUN_LEASE_SECONDS)
+        return Run.objects.filter(pk=self.run_id, lease_owner=self.token).update(lease_expires_at=until) == 1
+
+
+def lease_take(run_id: int) -> Lease | None:
+    """Claim the run with one conditional UPDATE; None when another worker holds it or it is not runnable."""
+    token = uuid.uuid4().hex
+    now = timezone.now()
+    claimed = (
+        Run.objects.filter(pk=run_id, status__in=[RunStatus.QUEUED, RunStatus.RUNNING])
+        .filter(Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lt=now))
+        .update(
+            status=RunStatus.RUNNING,
+            lease_owner=token,
+            lease_expires_at=now + timedelta(seconds=settings.RUN_LEASE_SECONDS),
+        )
+    )
+    return Lease(run_id, token) if claimed else None
+
+
+def run_advance(*, run_id: int) -> None:
+    lease = lease_take(run_id)
+    if lease is None:
+        return  # a redelivered copy, or a run that is waiting or finished: nothing to do
+    run = Run.objects.select_related("agent", "started_by").get(pk=run_id)
+    if run.started_at is None:
+        Run.objects.filter(pk=run.pk, started_at__isnull=True).update(started_at=timezone.now())
+        run.started_at = timezone.now()
+        with transaction.atomic():
+            audit_record(actor=run.agent, action="agents.run.started", target=run)
+    else:
+        with transaction.atomic():
+            audit_record(actor=run.agent, action="agents.run.resumed", target=run)
+    started = time.monotonic()
+    try:
+        _loop(run, lease, started)
+    except Exception as exc:
+        logger.exception("run %s failed", run_id)
+        with transaction.atomic():
+            locked = Run.objects.select_for_update().get(pk=run_id)
+            if not locked.is_terminal and locked.lease_owner == lease.token:
+                _finish(locked, RunStatus.FAILED, error=f"Internal error: {type(exc).__name__}: {exc}")
+    finally:
+        elapsed_ms = int((time.monotonic() - started) * 1000)
+        Run.objects.filter(pk=run_id).update(active_ms=F("active_ms") + elapsed_ms)
+
+
+def _loop(run: Run, lease: Lease, started: float) -> None:
+    agent = run.agent
+    reasoner = reasoner_for(agent)
+    invalid = 0
+    while True:
+        run.refresh_from_db()
+        if run.status != RunStatus.RUNNING or run.lease_owner != lease.token:
+            return  # cancelled, paused or taken over by another worker
+        agent.refresh_from_db(
+            fields=[
+                "enabled",
+                "autonomy_level",
+                "tool_levels",
+                "max_steps",
+                "max_cost",
+                "max_wall_seconds",
+                "on_reject",
+            ]
+        )
+        stop = _stop_reason(run, agent, active_ms=run.active_ms + int((time.monotonic() - started) * 1000))
+        if stop:
+            status, message = stop
+            with transaction.atomic():
+                locked = Run.objects.select_for_update().get(pk=run.pk)
+                if locked.lease_owner == lease.token and not locked.is_terminal:
+                    _finish(locked, status, error=message)
+            return
+        if not lease.renew():
+            return  # another worker took the run over (our lease expired)
+
+        pending = (
+            run.tool_calls.filter(status__in=[ToolCallStatus.APPROVED, ToolCallStatus.EXECUTING])
+            .order_by("step")
+            .first()
+        )
+        if pending is not None:
+            tool_call_execute(run=run, tool_call=pending)
+            continue
+
+        redactor = Redactor(run.redactions)
+        view = run_view(run, redactor)
+        try:
+            action = reasoner.next_action(view)
+        except ReasonerError as exc:
+            with transaction.atomic():
+                _reasoning_step(run, Action(kind="invalid", error=str(exc)))
+                _finish(Run.objects.select_for_update().get(pk=run.pk), RunStatus.FAILED, error=str(exc))
+            return
+        action.prompt_tail = view.history[-2:]
+        if redactor.mapping != run.redactions:
+            Run.objects.filter(pk=run.pk).update(redactions=redactor.mapping)
+            run.redactions = redactor.mapping
+
+        if action.kind == "final":
+            _complete(run, action, redactor)
+            return
+        outcome = _propose(run, agent, action, redactor)
+        if outcome == "invalid":
+            invalid += 1
+            if invalid >= MAX_INVALID_PROPOSALS:
+                with transaction.atomic():
+                    _finish(
+                        Run.objects.select_for_update().get(pk=run.pk),
+                        RunStatus.FAILED,
+                        error=f"The reasoner proposed {invalid} invalid actions in a row.",
+                    )
+                return
+        else:
+            invalid = 0
+        if outcome == "waiting":
+            return  # the task ends: no worker waits for a person
+
+
+def _stop_reason(run: Run, agent: Agent, *, active_ms: int) -> tuple[str, str] | None:
+    if run.cancel_requested:
+        return RunStatus.CANCELLED, "Cancelled at the next step boundary."
+    if not agent.enabled:
+        return RunStatus.CANCELLED, "Agent disabled (kill switch)."
+    reasoning_steps = run.steps.filter(kind=Step.Kind.REASONING).count()
+    if reasoning_steps >= agent.max_steps:
+        return RunStatus.FAILED, f"Step budget exhausted ({agent.max_steps} steps)."
+    if run.cost >= agent.max_cost:
+        return RunStatus.FAILED, f"Cost budget exhausted ({run.cost} of {agent.max_cost})."
+    if active_ms > agent.max_wall_seconds * 1000:
+        return RunStatus.FAILED, f"Wall-time budget exhausted ({agent.max_wall_seconds} s)."
+    return None
+
+
+def run_view(run: Run, redactor: Redactor) -> RunView:
+    """What the reasoner may see: the run's history with PII and secrets replaced by placeholders."""
+    agent = run.agent
+    history: list[dict[str, Any]] = []
+    for step in run.steps.order_by("index"):
+        data = step.input or {}
+        if step.kind == Step.Kind.TOOL_CALL:
+            history.append(
+                {
+                    "type": "tool_call",
+                    "id": f"call_{step.index}",
+                    "tool": data.get("tool", ""),
+                    "arguments": data.get("arguments"),
+                    "rationale": data.get("rationale", ""),
+                    "playbook_step": data.get("playbook_step", ""),
+                }
+            )
+        elif step.kind in (Step.Kind.OBSERVATION, Step.Kind.DECISION) and data.get("call_step"):
+            history.append(
+                {
+                    "type": "observation",
+                    "call_id": f"call_{data['call_step']}",
+                    "tool": data.get("tool", ""),
+                    "status": data.get("status", ""),
+                    "output": step.output,
+                    "error": step.error,
+                    "comment": data.get("comment", ""),
+                }
+            )
+    tools = [
+        ToolSpec(name, registry[name].description, registry[name].input_schema())
+        for name in agent.tools
+        if name in registry
+    ]
+    return RunView(
+        objective=agent.objective,
+        scope=agent.scope,
+        system_prompt=agent.system_prompt,
+        input=redactor.redact(run.input),
+        history=redactor.redact(history),
+        tools=tools,
+        playbook=agent.playbook,
+    )
+
+
+def _record_step(
+    run: Run,
+    kind: str,
+    *,
+    input: dict | None = None,
+    output: Any = None,
+    error: str = "",
+    verdict: str = "",
+    verdict_reason: str = "",
+    latency_ms: int = 0,
+    prompt_tokens: int = 0,
+    completion_tokens: int = 0,
+    cost: Decimal | int = 0,
+) -> Step:
+    # The UPDATE holds the run's row lock until the caller's transaction ends, so two writers
+    # (the loop and a decision) queue here and never take the same index.
+    Run.objects.filter(pk=run.pk).update(step_count=F("step_count") + 1, cost=F("cost") + Decimal(cost))
+    run.refresh_from_db(fields=["step_count", "cost"])
+    return Step.objects.create(
+        run=run,
+        index=run.step_count,
+        kind=kind,
+        input=input or {},
+        output=output,
+        error=error,
+        verdict=verdict,
+        verdict_reason=verdict_reason,
+        latency_ms=latency_ms,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        cost=Decimal(cost),
+    )
+
+
+def _reasoning_step(run: Run, action: Action) -> Step:
+    audit_record(
+        actor=run.agent,
+        action="agents.step.reasoning",
+        target=run,
+        data={
+            "prompt_tail": action.prompt_tail,
+            "reply": action.transcript,
+            "proposal": action.kind,
+            "tool": action.tool,
+            "rationale": action.rationale,
+            "error": action.error,
+            "tokens": [action.prompt_tokens, action.completion_tokens],
+        },
+    )
+    return _record_step(
+        run,
+        Step.Kind.REASONING,
+        input={
+            "proposal": action.kind,
+            "tool": action.tool,
+            "rationale": action.rationale,
+            "transcript": action.transcript,
+        },
+        output={"answer": action.answer} if action.kind == "final" else None,
+        error=action.error,
+        latency_ms=action.latency_ms,
+        prompt_tokens=action.prompt_tokens,
+        completion_tokens=action.completion_tokens,
+        cost=action.cost,
+    )
+
+
+def _complete(run: Run, action: Action, redactor: Redactor) -> None:
+    from approvals.guardrails import check_final
+
+    answer = redactor.restore(action.answer)
+    hits = check_final(answer)
+    blocked = [hit for hit in hits if hit.effect == "block"]
+    with transaction.atomic():
+        step = _reasoning_step(run, action)
+        locked = Run.objects.select_for_update().get(pk=run.pk)
+        if hits:
+            Step.objects.filter(pk=step.pk).update(
+                verdict="block" if blocked else "flag",
+                verdict_reason="; ".join(f"guardrail {h.name}: {h.message}" for h in hits),
+            )
+            audit_record(
+                actor=run.agent,
+                action="agents.guardrail.hit",
+                target=locked,
+                data={"stage": "final", "hits": [h.as_dict() for h in hits]},
+            )
+        if blocked:
+            _finish(locked, RunStatus.FAILED, error=f"The final answer was blocked by guardrail {blocked[0].name}.")
+        else:
+            _finish(locked, RunStatus.SUCCEEDED, result=answer)
+
+
+def _propose(run: Run, agent: Agent, action: Action, redactor: Redactor) -> str:
+    """Validate the proposed call, ask the policy, and record it. Returns what happened."""
+    from approvals.policy import RunContext, checkpoint_verdict
+    from approvals.services import approval_request_create
+
+    tool = registry.get(action.tool)
+    arguments = redactor.restore(action.arguments)
+    problem = ""
+    if action.kind == "invalid":
+        problem = action.error or "The reasoner's output could not be understood."
+    elif tool is None:
+        problem = f"Unknown tool {action.tool!r}. Available: {', '.join(agent.tools)}."
+    elif action.tool not in agent.tools:
+        problem = f"{action.tool} is not one of this agent's tools. Available: {', '.join(agent.tools)}."
+    else:
+        try:
+            arguments = tool.validate_arguments(arguments)
+        except ToolArgumentsInvalid as exc:
+            problem = f"Arguments for {action.tool} are invalid: {json.dumps(exc.errors)}"
+
+    with transaction.atomic():
+        _reasoning_step(run, action)
+        proposal = {
+            "tool": action.tool,
+            "arguments": action.arguments if problem else arguments,
+            "rationale": action.rationale,
+            **action.transcript,
+        }
+        if problem:
+            call_step = _record_step(
+                run, Step.Kind.TOOL_CALL, input=proposal, verdict="invalid", verdict_reason=problem
+            )
+            _record_step(
+                run,
+                Step.Kind.OBSERVATION,
+                error=problem,
+                input={"call_step": call_step.index, "tool": action.tool, "status": "invalid"},
+            )
+            audit_record(
+                actor=agent,
+                action="agents.tool_call.refused",
+                target=run,
+                data={"tool": action.tool, "arguments": action.arguments, "reason": problem},
+            )
+            return "invalid"
+
+        assert tool is not None
+        verdict = checkpoint_verdict(
+            agent=agent, tool=tool, arguments=arguments, context=RunContext(starter=run.started_by, run_id=run.pk)
+        )
+        call_step = _record_step(
+            run,
+            Step.Kind.TOOL_CALL,
+            input={**proposal, "policy": verdict.as_dict()},
+            verdict=verdict.verdict,
+            verdict_reason=verdict.reason,
+        )
+        digest = arguments_hash(arguments)
+        tool_call = ToolCall.objects.create(
+            run=run,
+            step=call_step.index,
+            tool=tool.name,
+            arguments=arguments,
+            arguments_hash=digest,
+            rationale=action.rationale,
+            verdict=verdict.verdict,
+            verdict_reason=verdict.reason,
+        )
+        audit_record(
+            actor=agent,
+            action="agents.tool_call.proposed",
+            target=run,
+            data={"tool": tool.name, "arguments": arguments, "rationale": action.rationale},
+        )
+        audit_record(
+            actor="policy",
+            action="approvals.policy.verdict",
+            target=run,
+            data={"tool": tool.name, "step": call_step.index, **verdict.as_dict()},
+        )
+        if verdict.guardrails:
+            audit_record(
+                actor="policy",
+                action="agents.guardrail.hit",
+                target=run,
+                data={"stage": "arguments", "tool": tool.name, "hits": verdict.guardrails},
+            )
+
+        if verdict.verdict == "block":
+            ToolCall.objects.filter(pk=tool_call.pk).update(status=ToolCallStatus.BLOCKED)
+            _record_step(
+                run,
+                Step.Kind.OBSERVATION,
+                error=f"Blocked: {verdict.reason}",
+                input={"call_step": call_step.index, "tool": tool.name, "status": "blocked"},
+            )
+            return "blocked"
+
+        if verdict.verdict == "require_approval":
+            ToolCall.objects.filter(pk=tool_call.pk).update(status=ToolCallStatus.AWAITING)
+            tool_call.status = ToolCallStatus.AWAITING
+            locked = Run.objects.select_for_update().get(pk=run.pk)
+            locked.status = RunStatus.WAITING
+            locked.lease_owner = ""
+            locked.lease_expires_at = None
+            locked.save(update_fields=["status", "lease_owner", "lease_expires_at"])
+            approval_request_create(run=locked, tool_call=tool_call, verdict=verdict, risk_class=tool.risk)
+            audit_record(
+                actor=agent,
+                action="agents.run.paused",
+                target=locked,
+                data={"tool": tool.name, "reason": verdict.reason},
+            )
+            return "waiting"
+
+        # execute or execute_and_review: approved by policy, for exactly these arguments
+        ToolCall.objects.filter(pk=tool_call.pk).update(status=ToolCallStatus.APPROVED, approved_hash=digest)
+        if verdict.verdict == "execute_and_review":
+            approval_request_create(run=run, tool_call=tool_call, verdict=verdict, risk_class=tool.risk)
+    return "execute"
+
+
+def _execute_with_timeout(tool, arguments: dict[str, Any], context: ToolContext) -> dict[str, Any]:
+    def call() -> dict[str, Any]:
+        try:
+            return tool.run(arguments, context)
+        finally:
+            # The tool ran in its own thread, with its own database connection.
+            connection.close()
+
+    if connection.in_atomic_block:
+        # Inside an outer transaction a second connection could not see its data: run inline.
+        return tool.run(arguments, context)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        future = pool.submit(call)
+        try:
+            return future.result(timeout=tool.timeout_seconds)
+        except FutureTimeout:
+            raise TimeoutError(f"{tool.name} did not finish within {tool.timeout_seconds} s") from None
+
+
+def tool_call_execute(*, run: Run, tool_call: ToolCall) -> None:
+    """Run one approved call through the ledger: claim, verify the approval, execute, record."""
+    tool = registry.get(tool_call.tool)
+    claimed = ToolCall.objects.filter(pk=tool_call.pk, status=ToolCallStatus.APPROVED).update(
+        status=ToolCallStatus.EXECUTING, attempts=F("attempts") + 1
+    )
+    tool_call.refresh_from_db()
+    output: dict[str, Any] | None = None
+    if not claimed:
+        if tool_call.status != ToolCallStatus.EXECUTING:
+            return  # someone else finished it meanwhile
+        # Left "executing" by a crashed worker: look for the effect before doing anything.
+        output = tool.lookup(str(tool_call.idempotency_key)) if tool and tool.lookup else None
+        if output is None and (tool is None or tool.lookup is None):
+            _tool_call_finish(
+                run,
+                tool_call,
+                status=ToolCallStatus.UNKNOWN,
+                error="The call was interrupted and its outcome cannot be checked; a person must reconcile it.",
+                fail_run=True,
+            )
+            return
+    if tool is None or arguments_hash(tool_call.arguments) != tool_call.approved_hash:
+        # Fail closed: the approval names the exact arguments; anything else is refused.
+        _tool_call_finish(
+            run,
+            tool_call,
+            status=ToolCallStatus.FAILED,
+            error="Refused: the arguments differ from the approved arguments.",
+        )
+        return
+
+    started = time.monotonic()
+    error = ""
+    if output is None:
+        context = ToolContext(idempotency_key=str(tool_call.idempotency_key), run_id=run.pk, agent_slug=run.agent.slug)
+        for attempt in range(settings.TOOL_MAX_ATTEMPTS):
+            if attempt:
+                time.sleep(settings.TOOL_RETRY_BASE_SECONDS * 2 ** (attempt - 1))
+            try:
+                output = _execute_with_timeout(tool, tool_call.arguments, context)
+                error = ""
+                break
+            except Exception as exc:  # noqa: BLE001 - any tool failure is recorded and retried
+                error = f"{type(exc).__name__}: {exc}"
+                logger.warning(
+                    "tool %s failed on attempt %s for run %s: %s", tool.name, attempt + 1, run.pk, type(exc).__name__
+                )
+                if attempt + 1 < settings.TOOL_MAX_ATTEMPTS:
+                    ToolCall.objects.filter(pk=tool_call.pk).update(attempts=F("attempts") + 1)
+    latency_ms = int((time.monotonic() - started) * 1000)
+    if output is None:
+        _tool_call_finish(run, tool_call, status=ToolCallStatus.FAILED, error=error, latency_ms=latency_ms)
+    else:
+        _tool_call_finish(run, tool_call, status=ToolCallStatus.SUCCEEDED, output=output, latency_ms=latency_ms)
+
+
+def _tool_call_finish(
+    run: Run,
+    tool_call: ToolCall,
+    *,
+    status: str,
+    output: Any = None,
+    error: str = "",
+    latency_ms: int = 0,
+    fail_run: bool = False,
+) -> None:
+    from approvals.guardrails import check_output
+
+    hits = check_output(tool_call.tool, output) if output is not None else []
+    blocked = [hit for hit in hits if hit.effect == "block"]
+    with transaction.atomic():
+        updated = ToolCall.objects.filter(pk=tool_call.pk, status=ToolCallStatus.EXECUTING).update(
+            status=status, output=output, error=error, latency_ms=latency_ms
+        )
+        if not updated:
+            return  # already recorded by another worker
+        observed = output
+        if blocked:
+            observed = {"withheld": f"output withheld by guardrail {blocked[0].name}"}
+        _record_step(
+            run,
+            Step.Kind.OBSERVATION,
+            output=observed,
+            error=error,
+            latency_ms=latency_ms,
+            verdict="block" if blocked else ("flag" if hits else ""),
+            verdict_reason="; ".join(f"guardrail {h.name}: {h.message}" for h in hits),
+            input={"call_step": tool_call.step, "tool": tool_call.tool, "status": status},
+        )
+        audit_record(
+            actor=run.agent,
+            action="agents.tool_call.executed",
+            target=run,
+            data={
+                "tool": tool_call.tool,
+                "step": tool_call.step,
+                "status": status,
+                "arguments": tool_call.arguments,
+                "output": output,
+                "error": error,
+                "latency_ms": latency_ms,
+            },
+        )
+        if hits:
+            audit_record(
+                actor="policy",
+                action="agents.guardrail.hit",
+                target=run,
+                data={"stage": "output", "tool": tool_call.tool, "hits": [h.as_dict() for h in hits]},
+            )
+        if fail_run:
+            _finish(Run.objects.select_for_update().get(pk=run.pk), RunStatus.FAILED, error=error)
+
+
+def _finish(run: Run, status: str, *, result: Any = None, error: str = "", actor: Any = None) -> None:
+    """Move a locked run to a terminal status (inside the caller's transaction)."""
+    run.status = status
+    run.result = result
+    run.error = error
+    run.finished_at = timezone.now()
+    run.lease_owner = ""
+    run.lease_expires_at = None
+    run.save(update_fields=["status", "result", "error", "finished_at", "lease_owner", "lease_expires_at"])
+    action = "agents.run.cancelled" if status == RunStatus.CANCELLED else "agents.run.finished"
+    audit_record(
+        actor=actor or run.agent, action=action, target=run, data={"status": status, "error": error, "result": result}
+    )
+
+
+def _name(user: Any) -> str:
+    return user.get_username() if user is not None and hasattr(user, "get_username") else "the system"
+
+
+# --- Decisions coming back from the approvals app -------------------------------------------
+
+
+def run_apply_decision(
+    *,
+    tool_call: ToolCall,
+    outcome: str,
+    reviewer: Any,
+    arguments: dict | None = None,
+    comment: str = "",
+    stop_run: bool = False,
+) -> None:
+    """Record a person's decision on a waiting call and make the run runnable again.
+
+    Runs inside the decision's transaction. ``outcome``: approved (execute ``arguments``),
+    rejected, answered, done, dismissed.
+    """
+    run = Run.objects.select_for_update().select_related("agent").get(pk=tool_call.run_id)
+    call_fields: dict[str, Any] = {}
+    observation: dict[str, Any] | None = None
+    status_text = outcome
+    if outcome == "approved":
+        final = arguments if arguments is not None else tool_call.arguments
+        digest = arguments_hash(final)
+        call_fields = {
+            "status": ToolCallStatus.APPROVED,
+            "arguments": final,
+            "arguments_hash": digest,
+            "approved_hash": digest,
+        }
+    elif outcome == "answered":
+        call_fields = {"status": ToolCallStatus.SUCCEEDED, "output": {"answer": comment}}
+        observation = {"answer": comment}
+    elif outcome in ("done", "dismissed"):
+        call_fields = {"status": ToolCallStatus.SUGGESTED, "output": {"outcome": outcome, "comment": comment}}
+        observation = {"outcome": outcome, "by": _name(reviewer)}
+    else:
+        call_fields = {"status": ToolCallStatus.REJECTED, "error": comment}
+    ToolCall.objects.filter(pk=tool_call.pk).update(**call_fields)
+    _record_step(
+        run,
+        Step.Kind.DECISION,
+        output=observation,
+        error=f"Rejected by {_name(reviewer)}: {comment}" if outcome == "rejected" else "",
+        input={
+            "call_step": tool_call.step,
+            "tool": tool_call.tool,
+            "status": status_text,
+            "reviewer": _name(reviewer),
+            "comment": comment,
+            "arguments": arguments if outcome == "approved" else None,
+        },
+    )
+    if run.status != RunStatus.WAITING:
+        return  # cancelled or ended meanwhile: the decision is recorded, nothing resumes
+    if stop_run:
+        _finish(run, RunStatus.REJECTED, error=f"Rejected by {_name(reviewer)}: {comment}", actor=reviewer)
+        return
+    run.status = RunStatus.QUEUED
+    run.enqueued_at = timezone.now()
+    run.save(update_fields=["status", "enqueued_at"])
+    enqueue_advance(run.pk, resume=True)
+
+
+# --- Recovery ---------------------------------------------------------------------------------
+
+
+def runs_recover(*, now: Any = None) -> dict[str, int]:
+    """Re-enqueue runs whose lease expired or whose enqueue was lost. Safe to run any time:
+    a duplicate doorbell is harmless because the lease admits one worker."""
+    now = now or timezone.now()
+    stale_queue = now - timedelta(seconds=settings.RUN_REQUEUE_AFTER_SECONDS)
+    lost = list(Run.objects.filter(status=RunStatus.QUEUED, enqueued_at__lt=stale_queue).values_list("pk", flat=True))
+    expired = list(Run.objects.filter(status=RunStatus.RUNNING, lease_expires_at__lt=now).values_list("pk", flat=True))
+    for run_id in lost + expired:
+        with transaction.atomic():
+            Run.objects.filter(pk=run_id).update(enqueued_at=now)
+            enqueue_advance(run_id)
+    return {"requeued": len(lost), "lease_expired": len(expired)}

@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+from django.contrib import admin
+
+from agents.admin import ReadOnlyAdmin
+from approvals.models import ApprovalRequest, BusinessRule, Decision, WebhookDelivery
+from approvals.services import business_rule_delete, business_rule_save
+
+
+@admin.register(BusinessRule)
+class BusinessRuleAdmin(admin.ModelAdmin):
+    list_display = ("__str__", "agent", "effect", "enabled", "note")
+    list_filter = ("tool", "effect", "enabled")
+
+    def save_model(self, request, obj, form, change):
+        business_rule_save(rule=obj, by=request.user, reason="changed in admin")
+
+    def delete_model(self, request, obj):
+        business_rule_delete(rule=obj, by=request.user, reason="deleted in admin")
+
+    def delete_queryset(self, request, queryset):
+        for rule in queryset:
+            business_rule_delete(rule=rule, by=request.user, reason="deleted in admin")
+
+
+class DecisionInline(admin.TabularInline):
+    model = Decision
+    fields = ("reviewer", "verdict", "arguments", "comment", "created_at")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(ApprovalRequest)
+class ApprovalRequestAdmin(ReadOnlyAdmin):
+    list_display = ("id", "agent", "tool", "kind", "status", "risk_class", "decided_by", "created_at")
+    list_filter = ("status", "kind", "risk_class", "agent")
+    list_select_related = ("agent", "decided_by")
+    search_fields = ("tool", "policy_reason", "rationale")
+    inlines = [DecisionInline]
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(ReadOnlyAdmin):
+    list_display = ("id", "agent", "event", "status_code", "attempts", "delivered_at")

@@ -1,0 +1,85 @@
+"""The reviewer inbox over a websocket: notification only, resumable from a stored ``seq``.
+
+A client connects to ``/ws/inbox/?last_seq=N``. The consumer joins the groups of the agents
+the user may review, then replays the stored events after ``N``, then forwards live ones.
+It never writes: decisions are POSTs with CSRF.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+from urllib.parse import parse_qs
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+
+from approvals.events import agent_group, event_message
+from approvals.selectors import agent_ids_reviewable_by, inbox_events_since
+
+REPLAY_BATCH = 500
+# How many sent seqs a connection remembers to drop duplicates (replayed, then pushed live).
+SENT_MEMORY = 5000
+UNAUTHENTICATED = 4401
+
+
+def _last_seq(query_string: bytes) -> int:
+    values = parse_qs(query_string.decode("latin-1")).get("last_seq", [])
+    try:
+        return max(int(values[0]), 0) if values else 0
+    except ValueError:
+        return 0
+
+
+def _replay_batch(user: Any, after: int) -> list[dict[str, Any]]:
+    return [event_message(event) for event in inbox_events_since(user=user, last_seq=after, limit=REPLAY_BATCH)]
+
+
+class InboxConsumer(AsyncJsonWebsocketConsumer):
+    async def connect(self) -> None:
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            await self.close(code=UNAUTHENTICATED)
+            return
+        self.user = user
+        self.sent: set[int] = set()
+        self.sent_order: deque[int] = deque()
+        last_seq = _last_seq(self.scope.get("query_string", b""))
+        agent_ids = await database_sync_to_async(agent_ids_reviewable_by)(user=user)
+        self.joined = [agent_group(agent_id) for agent_id in agent_ids]
+        # Join before replaying: an event committed during the replay is either in the replay
+        # or queued for this channel; the seqs already sent drop the one seen twice.
+        for group in self.joined:
+            await self.channel_layer.group_add(group, self.channel_name)
+        await self.accept()
+        # Handlers run one at a time, so live events queue in the channel layer until the
+        # replay below has finished: the client sees stored events first, in seq order.
+        after = last_seq
+        while True:
+            batch = await database_sync_to_async(_replay_batch)(user, after)
+            for message in batch:
+                await self._forward(message)
+            if len(batch) < REPLAY_BATCH:
+                break
+            after = batch[-1]["seq"]
+
+    async def disconnect(self, code: int) -> None:
+        for group in getattr(self, "joined", []):
+            await self.channel_layer.group_discard(group, self.channel_name)
+
+    async def receive_json(self, content: Any, **kwargs: Any) -> None:
+        # Nothing is taken from the client: decisions are POSTs with CSRF, never websocket frames.
+        return
+
+    async def inbox_event(self, event: dict[str, Any]) -> None:
+        await self._forward(event["message"])
+
+    async def _forward(self, message: dict[str, Any]) -> None:
+        seq = message["seq"]
+        if seq in self.sent:
+            return
+        self.sent.add(seq)
+        self.sent_order.append(seq)
+        if len(self.sent_order) > SENT_MEMORY:
+            self.sent.discard(self.sent_order.popleft())
+        await self.send_json(message)

@@ -1,0 +1,113 @@
+"""Guardrails: checks on run input, proposed arguments, tool output and the final answer.
+
+A hit is either a ``flag`` (at levels 3-5 a person must look before the action runs) or a
+``block`` (the action is stopped at every level and the reasoner is told why). Safety
+filters are pluggable: ``settings.SAFETY_FILTERS`` lists dotted paths of classes with a
+``check(text) -> list[GuardrailHit]`` method; the built-in one uses keywords and regexes.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+from urllib.parse import urlparse
+
+from django.conf import settings
+from django.utils.module_loading import import_string
+
+URL = re.compile(r"https?://[^\s\"'<>]+", re.I)
+
+
+@dataclass(frozen=True)
+class GuardrailHit:
+    name: str
+    effect: str  # "flag" or "block"
+    message: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"name": self.name, "effect": self.effect, "message": self.message}
+
+
+class KeywordSafetyFilter:
+    """Blocks or flags text that matches configured patterns (case-insensitive)."""
+
+    def __init__(self, *, block: list[str] | None = None, flag: list[str] | None = None) -> None:
+        self.block = [re.compile(p, re.I) for p in (block if block is not None else settings.GUARDRAIL_BLOCK_PATTERNS)]
+        self.flag = [re.compile(p, re.I) for p in (flag if flag is not None else settings.GUARDRAIL_FLAG_PATTERNS)]
+
+    def check(self, text: str) -> list[GuardrailHit]:
+        hits = [
+            GuardrailHit("blocklist", "block", f"matches the blocked pattern {p.pattern!r}")
+            for p in self.block
+            if p.search(text)
+        ]
+        hits += [
+            GuardrailHit("safety", "flag", f"matches the flagged pattern {p.pattern!r}")
+            for p in self.flag
+            if p.search(text)
+        ]
+        return hits
+
+
+@cache
+def safety_filters() -> list[Any]:
+    return [import_string(path)() for path in settings.SAFETY_FILTERS]
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+
+
+def check_text(value: Any) -> list[GuardrailHit]:
+    text = _text(value)
+    hits: list[GuardrailHit] = []
+    for safety_filter in safety_filters():
+        hits.extend(safety_filter.check(text))
+    return hits
+
+
+def check_urls(value: Any) -> list[GuardrailHit]:
+    allowed = [d.lower() for d in settings.GUARDRAIL_ALLOWED_URL_DOMAINS]
+    if not allowed:
+        return []
+    hits = []
+    for url in URL.findall(_text(value)):
+        host = (urlparse(url).hostname or "").lower()
+        if not any(host == d or host.endswith("." + d) for d in allowed):
+            hits.append(GuardrailHit("url_domain", "block", f"links to {host}, which is not an allowed domain"))
+    return hits
+
+
+def check_numbers(tool: str, value: Any) -> list[GuardrailHit]:
+    hits = []
+    for field, bound in settings.GUARDRAIL_NUMERIC_BOUNDS.get(tool, {}).items():
+        number = value.get(field) if isinstance(value, dict) else None
+        if isinstance(number, str):
+            try:
+                number = float(number)
+            except ValueError:
+                continue
+        if isinstance(number, int | float) and not bound[0] <= number <= bound[1]:
+            message = f"{tool}.{field}={number} is outside {bound[0]}..{bound[1]}"
+            hits.append(GuardrailHit("numeric_bound", "flag", message))
+    return hits
+
+
+def check_input(payload: Any) -> list[GuardrailHit]:
+    """Pre-checks on a run's input (its size and schema are checked by the run service)."""
+    return check_urls(payload) + [hit for hit in check_text(payload) if hit.effect == "block"]
+
+
+def check_arguments(tool: str, arguments: dict[str, Any]) -> list[GuardrailHit]:
+    return check_text(arguments) + check_urls(arguments) + check_numbers(tool, arguments)
+
+
+def check_output(tool: str, output: Any) -> list[GuardrailHit]:
+    return check_text(output) + check_numbers(tool, output)
+
+
+def check_final(answer: Any) -> list[GuardrailHit]:
+    return check_text(answer)

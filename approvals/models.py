@@ -1,0 +1,175 @@
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+
+from agents.models import Agent, Run, ToolCall
+
+
+class Verdict(models.TextChoices):
+    EXECUTE = "execute"
+    EXECUTE_AND_REVIEW = "execute_and_review"
+    REQUIRE_APPROVAL = "require_approval"
+    BLOCK = "block"
+
+
+class BusinessRule(models.Model):
+    class Operator(models.TextChoices):
+        GT = ">"
+        GTE = ">="
+        LT = "<"
+        LTE = "<="
+        EQ = "=="
+        NE = "!="
+        IN = "in"
+        NOT_IN = "not_in"
+        MATCHES = "matches"
+
+    class Effect(models.TextChoices):
+        REQUIRE_APPROVAL = "require_approval"
+        REQUIRE_TWO_APPROVALS = "require_two_approvals"
+        BLOCK = "block"
+
+    agent = models.ForeignKey(
+        Agent,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="rules",
+        help_text="Empty: the rule applies to every agent.",
+    )
+    tool = models.CharField(max_length=100)
+    field = models.CharField(max_length=100, help_text='Argument name; "to:domain" takes the domain of an email.')
+    operator = models.CharField(max_length=10, choices=Operator.choices)
+    value = models.JSONField(help_text="A number, a string, or a list for in / not_in.")
+    effect = models.CharField(max_length=24, choices=Effect.choices)
+    note = models.CharField(max_length=300, blank=True)
+    enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["tool", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.tool}.{self.field} {self.operator} {self.value!r} → {self.effect}"
+
+    def clean(self) -> None:
+        from approvals.rules import rule_errors
+
+        errors = rule_errors(self)
+        if errors:
+            from django.core.exceptions import ValidationError
+
+            raise ValidationError(errors)
+
+
+class ApprovalStatus(models.TextChoices):
+    PENDING = "pending"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+    DONE = "done"
+    DISMISSED = "dismissed"
+    REVIEWED_OK = "reviewed_ok"
+    FLAGGED = "flagged"
+    ANSWERED = "answered"
+
+
+class ApprovalKind(models.TextChoices):
+    APPROVAL = "approval", "approve before it runs"
+    SUGGESTION = "suggestion", "level-1 suggestion"
+    REVIEW = "review", "after-the-fact review"
+    QUESTION = "question", "question to a person"
+
+
+class ApprovalRequest(models.Model):
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="approvals")
+    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="approvals")
+    tool_call = models.OneToOneField(ToolCall, on_delete=models.CASCADE, related_name="approval")
+    kind = models.CharField(max_length=12, choices=ApprovalKind.choices, default=ApprovalKind.APPROVAL)
+    tool = models.CharField(max_length=100)
+    arguments = models.JSONField(default=dict)
+    arguments_hash = models.CharField(max_length=64)
+    rationale = models.TextField(blank=True)
+    risk_class = models.CharField(max_length=24)
+    policy_reason = models.TextField()
+    status = models.CharField(
+        max_length=12, choices=ApprovalStatus.choices, default=ApprovalStatus.PENDING, db_index=True
+    )
+    required_approvals = models.PositiveSmallIntegerField(default=1)
+    approvals_count = models.PositiveSmallIntegerField(default=0)
+    deadline = models.DateTimeField(null=True, blank=True, db_index=True)
+    escalate_at = models.DateTimeField(null=True, blank=True)
+    escalated_at = models.DateTimeField(null=True, blank=True)
+    decided_arguments = models.JSONField(null=True, blank=True)
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    decided_at = models.DateTimeField(null=True, blank=True)
+    resolution_comment = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["agent", "status"])]
+
+    def __str__(self) -> str:
+        return f"approval {self.pk}: {self.tool} ({self.status})"
+
+
+class Decision(models.Model):
+    class Verdict(models.TextChoices):
+        APPROVE = "approve"
+        EDIT = "edit"
+        REJECT = "reject"
+        RESPOND = "respond"
+        DONE = "done"
+        DISMISS = "dismiss"
+        OK = "ok"
+        FLAG = "flag"
+
+    request = models.ForeignKey(ApprovalRequest, on_delete=models.CASCADE, related_name="decisions")
+    reviewer = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="decisions")
+    verdict = models.CharField(max_length=10, choices=Verdict.choices)
+    arguments = models.JSONField(null=True, blank=True)
+    comment = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        constraints = [models.UniqueConstraint(fields=["request", "reviewer"], name="decision_unique_reviewer")]
+
+    def __str__(self) -> str:
+        return f"{self.verdict} by {self.reviewer_id} on approval {self.request_id}"
+
+
+class InboxEvent(models.Model):
+    """What the websocket pushed, in order: its id is the monotonic ``seq`` clients resume from."""
+
+    type = models.CharField(max_length=40)
+    approval = models.ForeignKey(ApprovalRequest, on_delete=models.CASCADE, related_name="events")
+    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.type}"
+
+
+class WebhookDelivery(models.Model):
+    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="webhook_deliveries")
+    event = models.CharField(max_length=40)
+    payload = models.JSONField()
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"{self.event} → {self.agent_id}"

@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+import logging
+
+import httpx
+from celery import shared_task
+from django.conf import settings
+from django.db.models import F
+from django.utils import timezone
+
+from approvals.models import WebhookDelivery
+from approvals.webhooks import signed_request
+
+logger = logging.getLogger(__name__)
+
+
+class WebhookFailed(Exception):
+    pass
+
+
+@shared_task(
+    name="approvals.tasks.deliver_webhook",
+    bind=True,
+    autoretry_for=(WebhookFailed,),
+    retry_backoff=2,
+    retry_backoff_max=300,
+    retry_jitter=True,
+    max_retries=6,
+)
+def deliver_webhook(self, delivery_id: int) -> None:
+    delivery = WebhookDelivery.objects.select_related("agent").filter(pk=delivery_id).first()
+    if delivery is None or delivery.delivered_at is not None:
+        return  # unknown, or delivered by an earlier copy of this task
+    body, headers = signed_request(delivery)
+    WebhookDelivery.objects.filter(pk=delivery.pk).update(attempts=F("attempts") + 1)
+    try:
+        response = httpx.post(
+            delivery.agent.webhook_url, content=body, headers=headers, timeout=settings.WEBHOOK_TIMEOUT_SECONDS
+        )
+    except httpx.HTTPError as exc:
+        WebhookDelivery.objects.filter(pk=delivery.pk).update(error=type(exc).__name__)
+        raise WebhookFailed(type(exc).__name__) from None
+    WebhookDelivery.objects.filter(pk=delivery.pk).update(status_code=response.status_code)
+    if response.status_code >= 300:
+        raise WebhookFailed(f"HTTP {response.status_code}")
+    WebhookDelivery.objects.filter(pk=delivery.pk).update(delivered_at=timezone.now(), error="")

@@ -1,0 +1,12 @@
+from __future__ import annotations
+
+from django.urls import path
+
+from approvals import api
+
+urlpatterns = [
+    path("approvals/", api.ApprovalListApi.as_view(), name="api-approvals"),
+    path("approvals/decisions/", api.BulkDecisionApi.as_view(), name="api-approvals-bulk"),
+    path("approvals/<int:approval_id>/", api.ApprovalDetailApi.as_view(), name="api-approval"),
+    path("approvals/<int:approval_id>/decision/", api.ApprovalDecisionApi.as_view(), name="api-approval-decision"),
+]

@@ -1,0 +1,58 @@
+"""Signed webhooks per agent: ``approval.created``, ``approval.escalated``, ``approval.decided``.
+
+The body is JSON with a Slack-compatible ``text`` field. The header
+``X-Countersign-Signature: sha256=<hex>`` is HMAC-SHA256 of ``<timestamp>.<body>`` with the
+agent's webhook secret; ``X-Countersign-Timestamp`` carries the timestamp.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+from typing import Any
+
+from approvals.events import approval_payload
+from approvals.models import ApprovalRequest, WebhookDelivery
+
+SIGNATURE_HEADER = "X-Countersign-Signature"
+TIMESTAMP_HEADER = "X-Countersign-Timestamp"
+
+
+def sign(*, secret: str, timestamp: str, body: bytes) -> str:
+    digest = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+    return f"sha256={digest}"
+
+
+def verify(*, secret: str, timestamp: str, body: bytes, signature: str) -> bool:
+    return hmac.compare_digest(sign(secret=secret, timestamp=timestamp, body=body), signature)
+
+
+def webhook_text(approval: ApprovalRequest, event: str) -> str:
+    verb = {
+        "approval.created": "needs a decision",
+        "approval.escalated": "is past its SLA",
+        "approval.decided": f"was {approval.status}",
+    }[event]
+    return f"[{approval.agent.slug}] {approval.tool} (approval #{approval.pk}, {approval.risk_class}) {verb}."
+
+
+def webhook_delivery_create(*, approval: ApprovalRequest, event: str) -> WebhookDelivery:
+    payload: dict[str, Any] = {
+        "event": event,
+        "text": webhook_text(approval, event),
+        "approval": approval_payload(approval),
+    }
+    return WebhookDelivery.objects.create(agent=approval.agent, event=event, payload=payload)
+
+
+def signed_request(delivery: WebhookDelivery) -> tuple[bytes, dict[str, str]]:
+    body = json.dumps(delivery.payload, sort_keys=True, separators=(",", ":")).encode()
+    timestamp = str(int(time.time()))
+    headers = {
+        "Content-Type": "application/json",
+        TIMESTAMP_HEADER: timestamp,
+        SIGNATURE_HEADER: sign(secret=delivery.agent.webhook_secret, timestamp=timestamp, body=body),
+    }
+    return body, headers

@@ -1,0 +1,109 @@
+from __future__ import annotations
+
+import json
+
+from django.contrib import admin
+from django.urls import reverse
+from django.utils.html import format_html
+
+from audit.chain import HASHED_FIELDS, chain_hash
+from audit.models import AuditEvent
+from audit.permissions import is_auditor
+from audit.selectors import audit_head
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(admin.ModelAdmin):
+    """Read-only for everyone, superusers included; visible to auditors and superusers."""
+
+    list_display = ["id", "created_at", "action", "actor_repr", "actor_type", "target", "agent_slug", "run_link"]
+    list_display_links = ["id", "action"]
+    list_filter = ["action", "actor_type", "agent_slug"]
+    date_hierarchy = "created_at"
+    search_fields = ["action", "actor_repr", "target_repr", "=target_id", "agent_slug", "=hash"]
+    list_per_page = 100
+    # A count(*) of a long log on every page view is not worth its cost.
+    show_full_result_count = False
+    actions = None
+    fieldsets = [
+        (None, {"fields": ["id", "created_at", "action", "run_links"]}),
+        ("Who", {"fields": ["actor_type", "actor_id", "actor_repr"]}),
+        ("What", {"fields": ["target_type", "target_id", "target_repr", "agent_slug"]}),
+        ("Data", {"fields": ["data_pretty"]}),
+        ("Chain", {"fields": ["prev_hash", "hash", "integrity"]}),
+    ]
+    readonly_fields = [
+        "id",
+        "created_at",
+        "action",
+        "run_links",
+        "actor_type",
+        "actor_id",
+        "actor_repr",
+        "target_type",
+        "target_id",
+        "target_repr",
+        "agent_slug",
+        "data_pretty",
+        "prev_hash",
+        "hash",
+        "integrity",
+    ]
+
+    def has_module_permission(self, request) -> bool:
+        return request.user.is_staff and is_auditor(request.user)
+
+    def has_view_permission(self, request, obj=None) -> bool:
+        return request.user.is_staff and is_auditor(request.user)
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+    def changelist_view(self, request, extra_context=None):
+        extra_context = {**(extra_context or {}), "audit_head": audit_head()}
+        return super().changelist_view(request, extra_context=extra_context)
+
+    @admin.display(description="target")
+    def target(self, event: AuditEvent) -> str:
+        if not event.target_type:
+            return "-"
+        return f"{event.target_type} {event.target_id}: {event.target_repr}"
+
+    @admin.display(description="run", ordering="run_id")
+    def run_link(self, event: AuditEvent) -> str:
+        if event.run_id is None:
+            return "-"
+        return format_html('<a href="/runs/{}/">run {}</a>', event.run_id, event.run_id)
+
+    @admin.display(description="run")
+    def run_links(self, event: AuditEvent) -> str:
+        if event.run_id is None:
+            return "-"
+        events = reverse("admin:audit_auditevent_changelist") + f"?run_id={event.run_id}"
+        return format_html(
+            '<a href="/runs/{}/">trace of run {}</a> · <a href="{}">every audit event of this run</a>',
+            event.run_id,
+            event.run_id,
+            events,
+        )
+
+    @admin.display(description="data")
+    def data_pretty(self, event: AuditEvent) -> str:
+        text = json.dumps(event.data, indent=2, sort_keys=True, ensure_ascii=False)
+        return format_html('<pre style="white-space: pre-wrap; margin: 0;">{}</pre>', text)
+
+    @admin.display(description="integrity")
+    def integrity(self, event: AuditEvent) -> str:
+        # This event alone: its stored content against its stored hash. manage.py
+        # audit_verify checks the links between all events as well.
+        fields = {name: getattr(event, name) for name in HASHED_FIELDS}
+        recomputed = chain_hash(prev_hash=event.prev_hash, fields=fields)
+        if recomputed == event.hash:
+            return "content matches its hash"
+        return format_html("<strong>content does not match its hash</strong> (recomputed {})", recomputed)

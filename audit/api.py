@@ -1,0 +1,101 @@
+from __future__ import annotations
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema, extend_schema_field
+from rest_framework import serializers
+from rest_framework.pagination import CursorPagination
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from audit.models import AuditEvent
+from audit.permissions import IsAuditor
+from audit.selectors import audit_event_list, audit_head, parse_moment
+
+
+@extend_schema_field(OpenApiTypes.DATETIME)
+class MomentField(serializers.Field):
+    """An ISO 8601 date or datetime (a date means its midnight, UTC unless an offset is given)."""
+
+    def to_internal_value(self, data):
+        try:
+            return parse_moment(str(data))
+        except ValueError as exc:
+            raise serializers.ValidationError(str(exc)) from None
+
+    def to_representation(self, value):
+        return value.isoformat()
+
+
+class AuditEventOutputSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = AuditEvent
+        fields = [
+            "id",
+            "created_at",
+            "actor_type",
+            "actor_id",
+            "actor_repr",
+            "action",
+            "target_type",
+            "target_id",
+            "target_repr",
+            "agent_slug",
+            "run_id",
+            "data",
+            "prev_hash",
+            "hash",
+        ]
+
+
+class AuditEventPagination(CursorPagination):
+    ordering = "-id"
+    page_size = 50
+    page_size_query_param = "page_size"
+    max_page_size = 500
+
+
+class AuditEventListApi(APIView):
+    permission_classes = [IsAuditor]
+    # Read by drf-spectacular too, so the schema shows the paginated envelope.
+    pagination_class = AuditEventPagination
+
+    class FilterSerializer(serializers.Serializer):
+        action = serializers.CharField(required=False, help_text="Exact action code, e.g. approvals.request.decided.")
+        action_prefix = serializers.CharField(required=False, help_text="Action codes starting with this, e.g. auth.")
+        actor = serializers.CharField(required=False, help_text="A username, agent:<slug>, policy or system.")
+        actor_type = serializers.ChoiceField(choices=AuditEvent.ActorType.choices, required=False)
+        target_type = serializers.CharField(required=False, help_text="app_label.model, e.g. agents.run.")
+        target_id = serializers.CharField(required=False)
+        run = serializers.IntegerField(required=False, min_value=1)
+        agent = serializers.CharField(required=False, help_text="Agent slug.")
+        since = MomentField(required=False, help_text="Inclusive lower bound on created_at.")
+        until = MomentField(required=False, help_text="Exclusive upper bound on created_at.")
+
+        def validate(self, attrs):
+            since, until = attrs.get("since"), attrs.get("until")
+            if since is not None and until is not None and since >= until:
+                raise serializers.ValidationError({"until": "until must be later than since."})
+            return attrs
+
+    @extend_schema(parameters=[FilterSerializer], responses={200: AuditEventOutputSerializer(many=True)})
+    def get(self, request):
+        filters = self.FilterSerializer(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        events = audit_event_list(**filters.validated_data)
+        paginator = self.pagination_class()
+        page = paginator.paginate_queryset(events, request, view=self)
+        return paginator.get_paginated_response(AuditEventOutputSerializer(page, many=True).data)
+
+
+class AuditHeadApi(APIView):
+    permission_classes = [IsAuditor]
+
+    class OutputSerializer(serializers.Serializer):
+        id = serializers.IntegerField(allow_null=True)
+        hash = serializers.CharField()
+        created_at = serializers.DateTimeField(allow_null=True)
+        count = serializers.IntegerField()
+
+    @extend_schema(responses={200: OutputSerializer})
+    def get(self, request):
+        return Response(self.OutputSerializer(audit_head()).data)

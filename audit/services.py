@@ -1,0 +1,116 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import connection, transaction
+from django.db.models import Model
+from django.utils import timezone
+
+from audit.chain import GENESIS_HASH, chain_hash, json_value
+from audit.models import AuditEvent
+from audit.redaction import mask_secrets
+from audit.selectors import audit_head
+
+__all__ = ["GENESIS_HASH", "audit_head", "audit_record"]
+
+# Any constant works; it names the one advisory lock that serializes appends.
+ADVISORY_LOCK_KEY = 0x436F756E  # "Coun"
+
+
+def _actor_fields(actor: Any) -> tuple[str, str, str]:
+    if actor is None:
+        return AuditEvent.ActorType.SYSTEM, "", "system"
+    if isinstance(actor, str):
+        return AuditEvent.ActorType.SYSTEM, "", actor
+    if actor.__class__.__name__ == "Agent":
+        return AuditEvent.ActorType.AGENT, str(actor.pk), f"agent:{actor.slug}"
+    if getattr(actor, "is_anonymous", False):
+        return AuditEvent.ActorType.USER, "", "anonymous"
+    return AuditEvent.ActorType.USER, str(actor.pk), actor.get_username()
+
+
+def _target_fields(target: Model | None) -> tuple[str, str, str]:
+    if target is None:
+        return "", "", ""
+    return target._meta.label_lower, str(target.pk), str(target)
+
+
+def _agent_and_run(target: Model | None) -> tuple[str, int | None]:
+    if target is None:
+        return "", None
+    label = target._meta.label_lower
+    if label == "agents.agent":
+        return target.slug, None  # type: ignore[attr-defined]
+    if label == "agents.run":
+        return target.agent.slug, target.pk  # type: ignore[attr-defined]
+    run = getattr(target, "run", None)
+    if run is not None:
+        return run.agent.slug, run.pk
+    agent = getattr(target, "agent", None)
+    return (agent.slug if agent is not None else ""), None
+
+
+def _lock_chain() -> None:
+    # Appends are serialized so that two writers never read the same head and fork the
+    # chain. On PostgreSQL a transaction-scoped advisory lock is held until the caller's
+    # transaction commits or rolls back, so the next writer reads the head only after this
+    # event is committed (READ COMMITTED takes a fresh snapshot per statement), and ids,
+    # taken from the sequence under the lock, follow the chain order.
+    # On SQLite the IMMEDIATE transaction mode (config/settings.py, checked by audit.W001)
+    # makes every transaction take the database write lock at BEGIN, which serializes
+    # writers across threads and processes for the whole transaction; nothing more to take.
+    # Either way the unique constraint on prev_hash turns a fork into an error.
+    if connection.vendor != "postgresql":
+        return
+    # Django's foreign keys are checked at COMMIT (deferred). Run the checks pending so far
+    # now, before taking the chain lock: a check waits for a row another transaction holds
+    # FOR UPDATE, and that transaction may itself be waiting for the chain lock (a deadlock).
+    # Django's check_constraints() sets the constraints back to deferred afterwards.
+    connection.check_constraints()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [ADVISORY_LOCK_KEY])
+
+
+_MAX_LENGTH: dict[str, int] = {
+    field.name: field.max_length for field in AuditEvent._meta.concrete_fields if field.max_length is not None
+}
+
+
+def _field(value: str, name: str) -> str:
+    # Stored values are what gets hashed, so cut to the column size here rather than let
+    # one database truncate and another refuse.
+    return value[: _MAX_LENGTH[name]]
+
+
+def audit_record(*, actor: Any, action: str, target: Model | None = None, data: dict | None = None) -> AuditEvent:
+    """Append one event to the chain, inside the caller's transaction.
+
+    ``data`` is masked (secrets, card numbers, e-mail addresses) and turned into plain JSON
+    before it is hashed and stored. Call it after taking the row locks of the change it
+    records: the chain lock it takes is held until the caller's transaction ends.
+    """
+    if not action or len(action) > _MAX_LENGTH["action"]:
+        raise ValueError(f"Audit action {action!r} must be a dotted code of at most 100 characters.")
+    actor_type, actor_id, actor_repr = _actor_fields(actor)
+    target_type, target_id, target_repr = _target_fields(target)
+    agent_slug, run_id = _agent_and_run(target)
+    fields: dict[str, Any] = {
+        "actor_type": actor_type,
+        "actor_id": _field(actor_id, "actor_id"),
+        "actor_repr": _field(actor_repr, "actor_repr"),
+        "action": action,
+        "target_type": _field(target_type, "target_type"),
+        "target_id": _field(target_id, "target_id"),
+        "target_repr": _field(target_repr, "target_repr"),
+        "agent_slug": _field(agent_slug, "agent_slug"),
+        "run_id": run_id,
+        "data": mask_secrets(json_value(data or {})),
+    }
+    with transaction.atomic():
+        _lock_chain()
+        prev_hash = AuditEvent.objects.order_by("-id").values_list("hash", flat=True).first() or GENESIS_HASH
+        fields["created_at"] = timezone.now()
+        event = AuditEvent(**fields, prev_hash=prev_hash, hash=chain_hash(prev_hash=prev_hash, fields=fields))
+        event._chain_append = True  # type: ignore[attr-defined]
+        event.save(force_insert=True)
+    return event

@@ -1,0 +1,42 @@
+"""Sign-in, failed sign-in and sign-out, from Django's auth signals (connected in apps.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AnonymousUser
+
+from audit.services import audit_record
+
+
+def _client(request: Any) -> dict[str, str]:
+    if request is None:
+        return {}
+    meta = getattr(request, "META", {})
+    return {"ip": meta.get("REMOTE_ADDR", ""), "user_agent": meta.get("HTTP_USER_AGENT", "")[:200]}
+
+
+def on_logged_in(sender: Any, request: Any, user: Any, **kwargs: Any) -> None:
+    data = {"username": user.get_username(), **_client(request)}
+    audit_record(actor=user, action="auth.login", target=user, data=data)
+
+
+def on_login_failed(sender: Any, credentials: dict[str, Any], request: Any = None, **kwargs: Any) -> None:
+    # Only the username is kept; Django has already blanked the password in ``credentials``
+    # and nothing else of them is recorded.
+    user_model = get_user_model()
+    username = str(credentials.get(user_model.USERNAME_FIELD) or credentials.get("username") or "")
+    target = user_model._default_manager.filter(**{user_model.USERNAME_FIELD: username}).first() if username else None
+    audit_record(
+        actor=AnonymousUser(),
+        action="auth.login_failed",
+        target=target,
+        data={"username": username, "known_user": target is not None, **_client(request)},
+    )
+
+
+def on_logged_out(sender: Any, request: Any, user: Any, **kwargs: Any) -> None:
+    if user is None:
+        return  # the session had no signed-in user
+    audit_record(actor=user, action="auth.logout", target=user, data=_client(request))

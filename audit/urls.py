@@ -1,0 +1,10 @@
+from __future__ import annotations
+
+from django.urls import path
+
+from audit import api
+
+urlpatterns = [
+    path("audit/events/", api.AuditEventListApi.as_view(), name="api-audit-events"),
+    path("audit/head/", api.AuditHeadApi.as_view(), name="api-audit-head"),
+]

@@ -1,0 +1,127 @@
+"""Operational endpoints: ``/healthz`` (reachability) and ``/metrics`` (Prometheus)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.db import connection
+from django.db.models import Count, Min
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.utils import timezone
+from django.views.decorators.cache import never_cache
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, ProcessCollector, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from config.celery import broker_redis
+
+logger = logging.getLogger(__name__)
+
+# A load balancer probes often: a part that does not answer within this is down.
+CHECK_TIMEOUT_SECONDS = 1.0
+
+
+def check_database() -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+        cursor.fetchone()
+
+
+def check_broker() -> None:
+    client = broker_redis(timeout=CHECK_TIMEOUT_SECONDS)
+    try:
+        client.ping()
+    finally:
+        client.close()
+
+
+async def _channel_layer_roundtrip() -> None:
+    layer = get_channel_layer()
+    if layer is None:
+        raise RuntimeError("no channel layer configured")
+    channel = f"healthz.{uuid.uuid4().hex}"
+    await layer.send(channel, {"type": "healthz.ping"})
+    await layer.receive(channel)
+
+
+def check_channel_layer() -> None:
+    async def bounded() -> None:
+        await asyncio.wait_for(_channel_layer_roundtrip(), timeout=CHECK_TIMEOUT_SECONDS)
+
+    async_to_sync(bounded)()
+
+
+CHECKS: dict[str, Callable[[], None]] = {
+    "database": check_database,
+    "broker": check_broker,
+    "channel_layer": check_channel_layer,
+}
+
+
+@never_cache
+def healthz(request: HttpRequest) -> JsonResponse:
+    report: dict[str, str] = {}
+    for name, check in CHECKS.items():
+        try:
+            check()
+        except Exception:
+            # The reason goes to the log, not to an unauthenticated caller.
+            logger.warning("health check %s failed", name, exc_info=True)
+            report[name] = "error"
+        else:
+            report[name] = "ok"
+    healthy = all(value == "ok" for value in report.values())
+    return JsonResponse(report, status=200 if healthy else 503)
+
+
+class DatabaseCollector(Collector):
+    """Gauges read from the database at scrape time: three grouped queries per scrape."""
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        from agents.models import Run, RunStatus, ToolCall, ToolCallStatus
+        from approvals.models import ApprovalRequest, ApprovalStatus
+
+        runs = GaugeMetricFamily("countersign_runs", "Runs by status.", labels=["status"])
+        counts = dict(Run.objects.order_by().values_list("status").annotate(n=Count("id")))
+        for status in RunStatus.values:
+            runs.add_metric([status], counts.get(status, 0))
+        yield runs
+
+        approvals = GaugeMetricFamily("countersign_approvals", "Approval requests by status.", labels=["status"])
+        grouped = ApprovalRequest.objects.order_by().values("status").annotate(n=Count("id"), oldest=Min("created_at"))
+        rows: dict[str, dict[str, Any]] = {row["status"]: dict(row) for row in grouped}
+        for status in ApprovalStatus.values:
+            approvals.add_metric([status], rows.get(status, {}).get("n", 0))
+        yield approvals
+        pending = rows.get(ApprovalStatus.PENDING, {})
+        yield GaugeMetricFamily(
+            "countersign_approvals_pending", "Approval requests waiting for a person.", value=pending.get("n", 0)
+        )
+        oldest = pending.get("oldest")
+        yield GaugeMetricFamily(
+            "countersign_approval_oldest_pending_age_seconds",
+            "Age of the oldest pending approval request (0 when none).",
+            value=(timezone.now() - oldest).total_seconds() if oldest else 0,
+        )
+
+        tool_calls = GaugeMetricFamily("countersign_tool_calls", "Tool calls by status.", labels=["status"])
+        counts = dict(ToolCall.objects.order_by().values_list("status").annotate(n=Count("id")))
+        for status in ToolCallStatus.values:
+            tool_calls.add_metric([status], counts.get(status, 0))
+        yield tool_calls
+
+
+registry = CollectorRegistry(auto_describe=False)
+registry.register(DatabaseCollector())
+ProcessCollector(registry=registry)
+
+
+@never_cache
+def metrics(request: HttpRequest) -> HttpResponse:
+    return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)

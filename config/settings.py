@@ -1,0 +1,331 @@
+"""Countersign settings: one module, read from environment variables.
+
+With no variables set, the embedded default applies: a SQLite file in WAL mode and a
+private Redis server on a unix socket under ``var/`` (started by ``manage.py serve`` or
+by the test suite). Production sets ``DATABASE_URL``, ``REDIS_URL`` and ``SECRET_KEY``.
+"""
+
+from __future__ import annotations
+
+import os
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    value = raw.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off"}:
+        return False
+    raise ImproperlyConfigured(f"{name}={raw!r} is not a boolean: set {name} to 1 or 0.")
+
+
+def env_int(name: str, default: int, *, minimum: int = 0) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={raw!r} is not an integer: set {name} to a whole number.") from None
+    if value < minimum:
+        raise ImproperlyConfigured(f"{name}={raw!r} is below {minimum}: set {name} to {minimum} or more.")
+    return value
+
+
+def env_list(name: str, default: str) -> list[str]:
+    return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
+
+
+DEBUG = env_bool("DEBUG", False)
+
+SECRET_KEY = os.environ.get("SECRET_KEY", "")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "SECRET_KEY is not set: set the SECRET_KEY environment variable to a long random "
+            "string (for local development, DEBUG=1 uses a built-in insecure key)."
+        )
+    SECRET_KEY = "insecure-development-key-do-not-use-in-production"
+
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]" + (",testserver" if DEBUG else ""))
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "")
+
+# Embedded mode keeps its SQLite file and the private Redis socket here.
+VAR_DIR = Path(os.environ.get("COUNTERSIGN_VAR_DIR") or BASE_DIR / "var").resolve()
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "guardian",
+    "channels",
+    "audit",
+    "agents",
+    "approvals",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+ASGI_APPLICATION = "config.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+
+# --- Database -------------------------------------------------------------------------
+
+SQLITE_OPTIONS = {
+    # WAL lets the web server read while the worker writes; IMMEDIATE transactions take
+    # the write lock up front so two writers queue on the busy timeout instead of failing.
+    "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    "transaction_mode": "IMMEDIATE",
+    "timeout": 20,
+}
+
+
+def database_from_env() -> dict[str, Any]:
+    url = os.environ.get("DATABASE_URL", "")
+    if not url:
+        VAR_DIR.mkdir(parents=True, exist_ok=True)
+        path = VAR_DIR / "countersign.sqlite3"
+        return {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": path,
+            "OPTIONS": SQLITE_OPTIONS,
+            "TEST": {"NAME": VAR_DIR / "test.sqlite3"},
+        }
+    scheme = urlparse(url).scheme
+    if scheme in {"postgres", "postgresql", "pgsql"}:
+        config: dict[str, Any] = dict(dj_database_url.parse(url, conn_max_age=600, conn_health_checks=True))
+        config["ENGINE"] = "django.db.backends.postgresql"
+        return config
+    if scheme == "sqlite":
+        config = dict(dj_database_url.parse(url))
+        config["OPTIONS"] = SQLITE_OPTIONS
+        return config
+    raise ImproperlyConfigured(
+        f"DATABASE_URL has the unsupported scheme {scheme!r}: set DATABASE_URL to "
+        "postgres://user:password@host:5432/name (or sqlite:////absolute/path.sqlite3), "
+        "or unset it for the embedded SQLite default."
+    )
+
+
+DATABASES = {"default": database_from_env()}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+IS_POSTGRES = DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
+
+
+# --- Redis: Celery broker and channel layer ------------------------------------------
+
+EMBEDDED_REDIS_SOCKET = VAR_DIR / "redis.sock"
+REDIS_URL = os.environ.get("REDIS_URL", "")
+EMBEDDED_REDIS = not REDIS_URL
+if EMBEDDED_REDIS:
+    REDIS_URL = f"unix://{EMBEDDED_REDIS_SOCKET}"
+elif urlparse(REDIS_URL).scheme not in {"redis", "rediss", "unix"}:
+    raise ImproperlyConfigured(
+        f"REDIS_URL={REDIS_URL!r} is not a Redis URL: set REDIS_URL to redis://host:6379/0, "
+        "or unset it for the embedded default."
+    )
+
+CELERY_BROKER_URL = REDIS_URL.replace("unix://", "redis+socket://", 1)
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 300, minimum=1)
+CELERY_TASK_SOFT_TIME_LIMIT = max(CELERY_TASK_TIME_LIMIT - 30, 1)
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_TASK_DEFAULT_QUEUE = "default"
+# Resumes after a reviewer's decision are served before new runs: the worker listens on
+# "resumes,runs,default" and the priority strategy drains queues in that order.
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "queue_order_strategy": "priority",
+    # A task not acknowledged within this time is redelivered (worker lost mid-task).
+    "visibility_timeout": CELERY_TASK_TIME_LIMIT + 60,
+}
+CELERY_TASK_ROUTES = {
+    "agents.tasks.advance_run": {"queue": "runs"},
+    "agents.tasks.resume_run": {"queue": "resumes"},
+}
+CELERY_WORKER_QUEUES = "resumes,runs,default"
+SWEEP_INTERVAL_SECONDS = env_int("SWEEP_INTERVAL_SECONDS", 10, minimum=1)
+CELERY_BEAT_SCHEDULE = {
+    "sweep": {"task": "agents.tasks.sweep", "schedule": float(SWEEP_INTERVAL_SECONDS)},
+}
+
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {
+            # No socket timeout: an idle websocket's subscription must not be dropped.
+            "hosts": [{"address": REDIS_URL, "socket_timeout": None, "max_connections": 1000}],
+            "capacity": 1500,
+            "expiry": 60,
+        },
+    }
+}
+
+
+# --- Auth, API -------------------------------------------------------------------------
+
+AUTHENTICATION_BACKENDS = [
+    "django.contrib.auth.backends.ModelBackend",
+    "guardian.backends.ObjectPermissionBackend",
+]
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+LOGIN_URL = "/accounts/login/"
+LOGIN_REDIRECT_URL = "/inbox/"
+LOGOUT_REDIRECT_URL = "/accounts/login/"
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "PAGE_SIZE": 50,
+    "EXCEPTION_HANDLER": "config.api.exception_handler",
+    "DEFAULT_THROTTLE_RATES": {"token": env_list("TOKEN_THROTTLE_RATE", "10/min")[0]},
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Countersign API",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+}
+# Largest JSON body accepted by the API (run input, edited arguments).
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("MAX_REQUEST_BYTES", 256 * 1024, minimum=1024)
+RUN_INPUT_MAX_BYTES = env_int("RUN_INPUT_MAX_BYTES", 64 * 1024, minimum=256)
+
+GUARDIAN_RAISE_403 = True
+ANONYMOUS_USER_NAME = None
+
+
+# --- LLM endpoint (OpenAI-compatible) --------------------------------------------------
+
+LLM_BASE_URL = os.environ.get("LLM_BASE_URL", "http://127.0.0.1:11434/v1")
+LLM_MODEL = os.environ.get("LLM_MODEL", "llama3.1")
+LLM_API_KEY = os.environ.get("LLM_API_KEY", "")
+LLM_TIMEOUT_SECONDS = env_int("LLM_TIMEOUT_SECONDS", 60, minimum=1)
+LLM_MAX_RETRIES = env_int("LLM_MAX_RETRIES", 3, minimum=0)
+try:
+    LLM_PRICE_PER_1K_PROMPT = Decimal(os.environ.get("LLM_PRICE_PER_1K_PROMPT", "0"))
+    LLM_PRICE_PER_1K_COMPLETION = Decimal(os.environ.get("LLM_PRICE_PER_1K_COMPLETION", "0"))
+except InvalidOperation:
+    raise ImproperlyConfigured(
+        "LLM_PRICE_PER_1K_PROMPT / LLM_PRICE_PER_1K_COMPLETION must be decimal numbers such as 0.0005."
+    ) from None
+
+
+# --- Runtime -------------------------------------------------------------------------
+
+RUN_LEASE_SECONDS = env_int("RUN_LEASE_SECONDS", 120, minimum=1)
+# A queued run not picked up within this time is enqueued again (a lost doorbell).
+RUN_REQUEUE_AFTER_SECONDS = env_int("RUN_REQUEUE_AFTER_SECONDS", 120, minimum=1)
+TOOL_MAX_ATTEMPTS = env_int("TOOL_MAX_ATTEMPTS", 3, minimum=1)
+TOOL_RETRY_BASE_SECONDS = float(os.environ.get("TOOL_RETRY_BASE_SECONDS", "0.2"))
+WEBHOOK_TIMEOUT_SECONDS = env_int("WEBHOOK_TIMEOUT_SECONDS", 5, minimum=1)
+# Escalation notices; the console backend prints them when no mail server is configured.
+MAILERS = {
+    "default": {
+        "BACKEND": os.environ.get("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend"),
+        "OPTIONS": {"host": os.environ.get("EMAIL_HOST", "localhost"), "port": env_int("EMAIL_PORT", 25, minimum=1)}
+        if os.environ.get("EMAIL_HOST")
+        else {},
+    }
+}
+DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "countersign@localhost")
+
+
+# --- Static files, i18n, logging ---------------------------------------------------------
+
+STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "static"
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)
+# Static files are served by WhiteNoise straight from the apps and static/ (no build step).
+WHITENOISE_USE_FINDERS = True
+STATICFILES_DIRS = [BASE_DIR / "static"]
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+SESSION_COOKIE_HTTPONLY = True
+CSRF_COOKIE_HTTPONLY = False
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"
+if not DEBUG:
+    SESSION_COOKIE_SECURE = env_bool("SECURE_COOKIES", False)
+    CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+    "loggers": {"django.db.backends": {"level": "WARNING"}, "httpx": {"level": "WARNING"}},
+}
+
+
+# --- Guardrails ----------------------------------------------------------------------------
+
+SAFETY_FILTERS = env_list("SAFETY_FILTERS", "approvals.guardrails.KeywordSafetyFilter")
+GUARDRAIL_BLOCK_PATTERNS = [
+    r"\bignore (all )?previous instructions\b",
+    r"BEGIN (RSA|OPENSSH) PRIVATE KEY",
+]
+GUARDRAIL_FLAG_PATTERNS = [r"\b(guarantee|lawsuit|legal action)\b"]
+# Links in run input and tool arguments must point at these domains (empty: no check).
+GUARDRAIL_ALLOWED_URL_DOMAINS = env_list("GUARDRAIL_ALLOWED_URL_DOMAINS", "example.com,countersign.local")
+# Tool output and arguments outside these bounds are flagged for a person.
+GUARDRAIL_NUMERIC_BOUNDS = {"issue_refund": {"amount": (0.01, 10_000)}}

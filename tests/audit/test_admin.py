@@ -1,0 +1,118 @@
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth.models import User
+from django.test import Client
+
+from audit.models import AuditEvent
+from audit.services import audit_record
+
+pytestmark = pytest.mark.django_db
+
+CHANGELIST = "/admin/audit/auditevent/"
+
+
+def detail(event: AuditEvent) -> str:
+    return f"{CHANGELIST}{event.pk}/change/"
+
+
+def client_for(user: User) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture
+def event(support_agent, reviewer):
+    from agents.models import Run
+
+    run = Run.objects.create(agent=support_agent)
+    return audit_record(
+        actor=reviewer,
+        action="approvals.request.decided",
+        target=run,
+        data={"verdict": "edit", "arguments": {"amount": 250}, "comment": "<script>alert(1)</script>"},
+    )
+
+
+def test_auditor_sees_the_list_with_the_head_hash(staff_auditor, event):
+    response = client_for(staff_auditor).get(CHANGELIST)
+    assert response.status_code == 200
+    page = response.content.decode()
+    head = AuditEvent.objects.order_by("-id").first()
+    assert head.hash in page and "Chain head" in page
+    assert "approvals.request.decided" in page
+    assert f'href="/runs/{event.run_id}/"' in page
+
+
+def test_auditor_sees_the_app_on_the_admin_index(staff_auditor):
+    assert CHANGELIST in client_for(staff_auditor).get("/admin/").content.decode()
+
+
+def test_detail_pretty_prints_escaped_data_and_links_the_run(staff_auditor, event):
+    response = client_for(staff_auditor).get(detail(event))
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "<script>alert(1)" not in page
+    assert "&quot;amount&quot;: 250" in page  # indented JSON, quotes escaped
+    assert f'href="/runs/{event.run_id}/"' in page
+    assert f'href="{CHANGELIST}?run_id={event.run_id}"' in page
+    assert "content matches its hash" in page
+    # Read-only: no form to save or delete.
+    assert 'name="_save"' not in page and "/delete/" not in page
+
+
+def test_filters_search_and_date_hierarchy(staff_auditor, event, support_agent):
+    client = client_for(staff_auditor)
+    other = audit_record(actor=None, action="tests.admin.other")
+    for query in (
+        {"action": "approvals.request.decided"},
+        {"actor_type__exact": "user"},
+        {"agent_slug": support_agent.slug},
+        {"q": "reviewer"},
+        {"q": event.hash},
+        {"run_id": event.run_id},
+        {"created_at__year": event.created_at.year, "q": "decided"},
+    ):
+        response = client.get(CHANGELIST, query)
+        assert response.status_code == 200, query
+        shown = list(response.context["cl"].result_list)
+        assert event in shown and other not in shown, query
+
+
+def test_nobody_may_add_change_or_delete(staff_auditor, event):
+    superuser = User.objects.create_superuser("root", "root@example.com", "x")
+    for user in (staff_auditor, superuser):
+        client = client_for(user)
+        assert client.get(f"{CHANGELIST}add/").status_code == 403
+        assert client.get(f"{CHANGELIST}{event.pk}/delete/").status_code == 403
+        assert client.post(detail(event), {"action": "rewritten"}).status_code == 403
+        assert client.post(CHANGELIST, {"action": "delete_selected", "_selected_action": [event.pk]}).status_code in (
+            200,
+            302,
+        )
+    assert AuditEvent.objects.get(pk=event.pk).action == "approvals.request.decided"
+    assert AuditEvent.objects.count() >= 1 and AuditEvent.objects.filter(pk=event.pk).exists()
+
+
+def test_superuser_may_read(event):
+    superuser = User.objects.create_superuser("root", "root@example.com", "x")
+    assert client_for(superuser).get(detail(event)).status_code == 200
+
+
+def test_staff_who_are_not_auditors_get_403(staff_outsider, event):
+    client = client_for(staff_outsider)
+    assert client.get(CHANGELIST).status_code == 403
+    assert client.get(detail(event)).status_code == 403
+    assert CHANGELIST not in client.get("/admin/").content.decode()
+
+
+@pytest.mark.parametrize("persona", ["reviewer", "operator", "outsider", "auditor"])
+def test_non_staff_are_sent_to_the_admin_login(request, persona, event):
+    response = client_for(request.getfixturevalue(persona)).get(CHANGELIST)
+    assert response.status_code == 302 and response["Location"].startswith("/admin/login/")
+
+
+def test_anonymous_is_sent_to_the_admin_login(event):
+    response = Client().get(detail(event))
+    assert response.status_code == 302 and response["Location"].startswith("/admin/login/")

@@ -1,0 +1,134 @@
+"""Many writers at once still leave one unbroken chain."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from django.conf import settings
+from django.db import connection, transaction
+
+from audit.chain import GENESIS_HASH
+from audit.models import AuditEvent
+from audit.selectors import audit_chain_verify
+from audit.services import audit_record
+
+# PostgreSQL here allows 100 connections and other suites share the server: at most this
+# many threads hold a connection at once; all of them are started and contend together.
+MAX_CONNECTIONS = 32
+
+
+def append_concurrently(threads: int, *, connections_at_once: int) -> float:
+    start = threading.Barrier(threads)
+    gate = threading.BoundedSemaphore(connections_at_once)
+    errors: list[BaseException] = []
+
+    def work(n: int) -> None:
+        start.wait()
+        with gate:
+            try:
+                if n % 5 == 0:
+                    # Two events in one caller transaction, as services write them.
+                    with transaction.atomic():
+                        audit_record(actor=None, action="tests.concurrent.pair", data={"n": n, "part": 1})
+                        audit_record(actor=None, action="tests.concurrent.pair", data={"n": n, "part": 2})
+                else:
+                    audit_record(actor=None, action="tests.concurrent.one", data={"n": n})
+            except BaseException as exc:  # reported by the main thread
+                errors.append(exc)
+            finally:
+                connection.close()
+
+    workers = [threading.Thread(target=work, args=(n,)) for n in range(threads)]
+    began = time.monotonic()
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    elapsed = time.monotonic() - began
+    assert errors == []
+    return elapsed
+
+
+def assert_one_chain(expected: int) -> None:
+    rows = list(AuditEvent.objects.order_by("id").values_list("prev_hash", "hash"))
+    assert len(rows) == expected
+    previous = GENESIS_HASH
+    for prev_hash, hash_ in rows:
+        assert prev_hash == previous
+        previous = hash_
+    report = audit_chain_verify()
+    assert report.intact and report.count == expected
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.skipif(not settings.IS_POSTGRES, reason="PostgreSQL only")
+def test_200_threads_append_one_unbroken_chain_on_postgres():
+    threads = 200
+    elapsed = append_concurrently(threads, connections_at_once=MAX_CONNECTIONS)
+    events = threads + threads // 5
+    assert_one_chain(events)
+    print(f"\n{events} events from {threads} threads in {elapsed:.2f} s: {events / elapsed:.0f} appends/s")
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.skipif(settings.IS_POSTGRES, reason="the SQLite variant")
+def test_threads_append_one_unbroken_chain_on_sqlite():
+    threads = 20
+    elapsed = append_concurrently(threads, connections_at_once=threads)
+    events = threads + threads // 5
+    assert_one_chain(events)
+    print(f"\n{events} events from {threads} threads in {elapsed:.2f} s: {events / elapsed:.0f} appends/s")
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.skipif(not settings.IS_POSTGRES, reason="PostgreSQL only")
+def test_pending_foreign_key_checks_run_before_the_chain_lock(support_agent):
+    """A transaction that inserted a row pointing at a row another transaction holds FOR
+    UPDATE must wait for that row *before* it takes the chain lock: otherwise its commit-time
+    foreign key check waits for a transaction that waits for the chain lock (a deadlock)."""
+    from agents.models import Agent, Run
+
+    holder_has_lock = threading.Event()
+    inserter_about_to_audit = threading.Event()
+    errors: list[BaseException] = []
+
+    def holder() -> None:
+        try:
+            with transaction.atomic():
+                Agent.objects.select_for_update().get(pk=support_agent.pk)
+                holder_has_lock.set()
+                inserter_about_to_audit.wait(5)
+                time.sleep(0.3)  # the inserter is inside audit_record by now
+                audit_record(actor=None, action="tests.concurrent.holder", target=support_agent)
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    def inserter() -> None:
+        try:
+            holder_has_lock.wait(5)
+            with transaction.atomic():
+                run = Run.objects.create(agent_id=support_agent.pk)  # foreign key checked at commit
+                inserter_about_to_audit.set()
+                audit_record(actor=None, action="tests.concurrent.inserter", target=run)
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=holder), threading.Thread(target=inserter)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert errors == []
+    assert list(AuditEvent.objects.order_by("id").values_list("action", flat=True)) == [
+        "tests.concurrent.holder",
+        "tests.concurrent.inserter",
+    ]
+    assert audit_chain_verify().intact

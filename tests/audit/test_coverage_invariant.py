@@ -1,0 +1,132 @@
+"""Every state change leaves exactly one audit event of its kind.
+
+A scripted scenario (approvals, an edit, a rejection, an expiry, bulk decisions, a kill
+switch, a level change, a cancel) runs through the services; then the number of events of
+each action is compared with what the domain tables say happened.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+from guardian.shortcuts import assign_perm
+from rest_framework.test import APIClient
+
+from agents import services
+from agents.models import Run, RunStatus, Step, Ticket, ToolCall, ToolCallStatus
+from approvals.models import ApprovalRequest, ApprovalStatus, Decision
+from approvals.services import approval_request_decide, approvals_sweep
+from audit.models import AuditEvent
+
+pytestmark = pytest.mark.django_db
+
+
+def start(agent, user, amount):
+    ticket = Ticket.objects.first()
+    run = services.run_create(
+        agent=agent,
+        user=user,
+        payload={"ticket_id": ticket.pk, "customer_email": "jane@example.com", "amount": amount, "currency": "USD"},
+    )
+    services.run_advance(run_id=run.pk)
+    return run
+
+
+def pending(run, tool="issue_refund"):
+    return ApprovalRequest.objects.get(run=run, tool=tool, status=ApprovalStatus.PENDING)
+
+
+def test_audit_events_match_state_changes(support_agent, starter, assigned_reviewer, operator, other_reviewer):
+    assign_perm("review_agent", other_reviewer, support_agent)
+    level_changes = kill_switches = cancels = 0
+
+    approved = start(support_agent, starter, 100)
+    approval_request_decide(approval=pending(approved), reviewer=assigned_reviewer, verdict="approve")
+    services.run_advance(run_id=approved.pk)
+
+    edited = start(support_agent, starter, 300)
+    approval = pending(edited)
+    approval_request_decide(
+        approval=approval, reviewer=assigned_reviewer, verdict="edit", arguments={**approval.arguments, "amount": 250}
+    )
+    services.run_advance(run_id=edited.pk)
+
+    rejected = start(support_agent, starter, 50)
+    approval_request_decide(
+        approval=pending(rejected), reviewer=other_reviewer, verdict="reject", comment="duplicate request"
+    )
+    services.run_advance(run_id=rejected.pk)
+
+    expiring = start(support_agent, starter, 75)
+    approvals_sweep(now=timezone.now() + timedelta(seconds=support_agent.approval_deadline_seconds + 5))
+    services.run_advance(run_id=expiring.pk)
+
+    bulk = [start(support_agent, starter, amount) for amount in (10, 20, 30)]
+    response = APIClient()
+    response.force_authenticate(assigned_reviewer)
+    results = response.post(
+        "/api/v1/approvals/decisions/", {"ids": [pending(run).pk for run in bulk], "verdict": "approve"}, format="json"
+    ).json()["results"]
+    assert [item["status"] for item in results] == [200, 200, 200]
+
+    services.agent_set_level(agent=support_agent, level=3, user=operator, reason="trusted")
+    level_changes += 1
+    services.run_advance(run_id=bulk[0].pk)  # continues at level 3: executes and queues reviews
+
+    cancelled = services.run_create(
+        agent=support_agent,
+        user=starter,
+        payload={"ticket_id": Ticket.objects.first().pk, "customer_email": "jane@example.com", "amount": 60},
+    )
+    services.run_cancel(run=cancelled, user=operator, reason="wrong customer")
+    cancels += 1
+
+    services.agent_set_enabled(agent=support_agent, enabled=False, user=operator, reason="incident")
+    kill_switches += 1
+
+    counts = Counter(AuditEvent.objects.values_list("action", flat=True))
+
+    assert counts["agents.run.created"] == Run.objects.count()
+    assert (
+        counts["agents.run.finished"]
+        == Run.objects.filter(status__in=[RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.REJECTED]).count()
+    )
+    assert counts["agents.run.cancelled"] == Run.objects.filter(status=RunStatus.CANCELLED).count()
+    assert counts["agents.run.paused"] == ApprovalRequest.objects.exclude(kind="review").count()
+    assert counts["agents.tool_call.proposed"] == ToolCall.objects.count()
+    assert counts["approvals.policy.verdict"] == ToolCall.objects.count()
+    assert (
+        counts["agents.tool_call.executed"]
+        == ToolCall.objects.filter(status__in=[ToolCallStatus.SUCCEEDED, ToolCallStatus.FAILED])
+        .exclude(tool="ask_human")
+        .count()
+    )
+    assert counts["approvals.request.created"] == ApprovalRequest.objects.count()
+    assert counts["approvals.request.decided"] == Decision.objects.count() == 6
+    assert (
+        counts["approvals.request.expired"]
+        == ApprovalRequest.objects.filter(status=ApprovalStatus.EXPIRED).count()
+        >= 1
+    )
+    assert (
+        counts["approvals.request.cancelled"] == ApprovalRequest.objects.filter(status=ApprovalStatus.CANCELLED).count()
+    )
+    assert counts["agents.agent.level_changed"] == level_changes
+    assert counts["agents.agent.kill_switch"] == kill_switches
+    assert (
+        counts["agents.run.cancel_requested"]
+        + Run.objects.filter(status=RunStatus.CANCELLED, error__startswith="Cancelled by").count()
+        >= cancels
+    )
+    assert counts["agents.step.reasoning"] == Step.objects.filter(kind=Step.Kind.REASONING).count()
+    assert counts["agents.run.started"] == Run.objects.exclude(started_at=None).count()
+    decisions_in_steps = Step.objects.filter(kind=Step.Kind.DECISION).count()
+    # every decision or expiry that reached a run left a decision step
+    assert decisions_in_steps == counts["approvals.request.decided"] + counts["approvals.request.expired"]
+
+    from django.core.management import call_command
+
+    call_command("audit_verify")

@@ -1,0 +1,76 @@
+"""/healthz reports each part; /metrics speaks the Prometheus text format."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from agents.models import Run, RunStatus
+from config import health
+
+pytestmark = pytest.mark.django_db
+
+
+def dead_redis_url() -> str:
+    # A port nothing listens on: bound, then released.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return f"redis://127.0.0.1:{port}/0"
+
+
+def test_all_parts_ok(client):
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"database": "ok", "broker": "ok", "channel_layer": "ok"}
+
+
+def test_unreachable_broker_is_named(client, settings):
+    settings.CELERY_BROKER_URL = dead_redis_url()
+    response = client.get("/healthz")
+    assert response.status_code == 503
+    assert response.json() == {"database": "ok", "broker": "error", "channel_layer": "ok"}
+
+
+def test_unreachable_channel_layer_is_named(client, settings):
+    settings.CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [{"address": dead_redis_url(), "socket_timeout": None}]},
+        }
+    }
+    response = client.get("/healthz")
+    assert response.status_code == 503
+    assert response.json() == {"database": "ok", "broker": "ok", "channel_layer": "error"}
+
+
+def test_broken_database_is_named(client, monkeypatch):
+    def broken() -> None:
+        raise ConnectionError("database down")
+
+    monkeypatch.setitem(health.CHECKS, "database", broken)
+    response = client.get("/healthz")
+    assert response.status_code == 503
+    assert response.json()["database"] == "error"
+
+
+def test_metrics(client, support_agent, operator, django_assert_max_num_queries):
+    Run.objects.create(agent=support_agent, started_by=operator, status=RunStatus.WAITING)
+    Run.objects.create(agent=support_agent, started_by=operator, status=RunStatus.SUCCEEDED)
+    Run.objects.create(agent=support_agent, started_by=operator, status=RunStatus.SUCCEEDED)
+    with django_assert_max_num_queries(3):
+        response = client.get("/metrics")
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/plain; version=")
+    samples = {
+        (sample.name, sample.labels.get("status")): sample.value
+        for family in text_string_to_metric_families(response.content.decode())
+        for sample in family.samples
+    }
+    assert samples[("countersign_runs", "succeeded")] == 2
+    assert samples[("countersign_runs", "waiting")] == 1
+    assert samples[("countersign_runs", "failed")] == 0
+    assert samples[("countersign_approvals_pending", None)] == 0
+    assert ("countersign_tool_calls", "executing") in samples

@@ -1,0 +1,118 @@
+"""config/settings.py: the embedded defaults, and bad values that fail with the documented message."""
+
+from __future__ import annotations
+
+import os
+import runpy
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.db import connection
+
+SETTINGS_FILE = Path(settings.BASE_DIR) / "config" / "settings.py"
+ENV_NAMES = ("DATABASE_URL", "REDIS_URL", "SECRET_KEY", "DEBUG", "ALLOWED_HOSTS", "COUNTERSIGN_VAR_DIR")
+
+
+def load_settings(monkeypatch, tmp_path, **env) -> dict:
+    """Execute the settings module afresh with exactly these variables."""
+    for name in ENV_NAMES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("COUNTERSIGN_VAR_DIR", str(tmp_path))
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return runpy.run_path(str(SETTINGS_FILE))
+
+
+def test_embedded_default_is_sqlite_and_a_private_redis_socket(monkeypatch, tmp_path):
+    loaded = load_settings(monkeypatch, tmp_path, DEBUG="1")
+    database = loaded["DATABASES"]["default"]
+    assert database["ENGINE"] == "django.db.backends.sqlite3"
+    assert database["NAME"] == tmp_path / "countersign.sqlite3"
+    assert "journal_mode=WAL" in database["OPTIONS"]["init_command"]
+    assert database["OPTIONS"]["timeout"] > 0
+    assert loaded["EMBEDDED_REDIS"] is True
+    assert loaded["REDIS_URL"] == f"unix://{tmp_path / 'redis.sock'}"
+    assert loaded["CELERY_BROKER_URL"] == f"redis+socket://{tmp_path / 'redis.sock'}"
+    layer = loaded["CHANNEL_LAYERS"]["default"]
+    assert layer["BACKEND"] == "channels_redis.core.RedisChannelLayer"
+    # redis-py 8 / channels-redis: a socket timeout drops idle websockets.
+    assert layer["CONFIG"]["hosts"][0]["socket_timeout"] is None
+
+
+def test_production_urls(monkeypatch, tmp_path):
+    loaded = load_settings(
+        monkeypatch,
+        tmp_path,
+        SECRET_KEY="x" * 50,
+        DATABASE_URL="postgres://app:pw@db.internal:5432/countersign",
+        REDIS_URL="redis://cache.internal:6379/2",
+    )
+    database = loaded["DATABASES"]["default"]
+    assert database["ENGINE"] == "django.db.backends.postgresql"
+    assert (database["HOST"], database["NAME"], database["CONN_MAX_AGE"]) == ("db.internal", "countersign", 600)
+    assert loaded["EMBEDDED_REDIS"] is False
+    assert loaded["CELERY_BROKER_URL"] == "redis://cache.internal:6379/2"
+    assert loaded["DEBUG"] is False
+
+
+def test_celery_reliability_settings():
+    assert settings.CELERY_TASK_ACKS_LATE is True
+    assert settings.CELERY_TASK_REJECT_ON_WORKER_LOST is True
+    assert settings.CELERY_WORKER_PREFETCH_MULTIPLIER == 1
+    assert settings.CELERY_TASK_TIME_LIMIT > settings.CELERY_TASK_SOFT_TIME_LIMIT > 0
+
+
+def test_missing_secret_key_with_debug_off(monkeypatch, tmp_path):
+    with pytest.raises(ImproperlyConfigured, match="SECRET_KEY is not set: set the SECRET_KEY environment variable"):
+        load_settings(monkeypatch, tmp_path, DEBUG="0")
+
+
+@pytest.mark.parametrize("url", ["mysql://u:p@localhost/db", "nonsense"])
+def test_bad_database_url(monkeypatch, tmp_path, url):
+    with pytest.raises(ImproperlyConfigured, match=r"DATABASE_URL has the unsupported scheme .*set DATABASE_URL to"):
+        load_settings(monkeypatch, tmp_path, DEBUG="1", DATABASE_URL=url)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("REDIS_URL", "http://localhost:6379", "is not a Redis URL: set REDIS_URL"),
+        ("DEBUG", "maybe", "is not a boolean: set DEBUG"),
+        ("CELERY_TASK_TIME_LIMIT", "soon", "is not an integer: set CELERY_TASK_TIME_LIMIT"),
+    ],
+)
+def test_bad_values_name_the_variable(monkeypatch, tmp_path, name, value, message):
+    env = {"DEBUG": "1", name: value}
+    with pytest.raises(ImproperlyConfigured, match=message):
+        load_settings(monkeypatch, tmp_path, **env)
+
+
+def test_start_up_fails_with_the_message(tmp_path):
+    """What a user sees: manage.py stops at start-up and prints the message."""
+    env = {key: value for key, value in os.environ.items() if key not in ENV_NAMES}
+    env.update(DEBUG="0", COUNTERSIGN_VAR_DIR=str(tmp_path))
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check"], cwd=settings.BASE_DIR, env=env, capture_output=True, text=True
+    )
+    assert result.returncode != 0
+    assert "ImproperlyConfigured: SECRET_KEY is not set" in result.stderr
+
+    env.update(DEBUG="1", DATABASE_URL="mysql://u:p@localhost/db")
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check"], cwd=settings.BASE_DIR, env=env, capture_output=True, text=True
+    )
+    assert result.returncode != 0
+    assert "DATABASE_URL has the unsupported scheme 'mysql'" in result.stderr
+
+
+@pytest.mark.django_db
+def test_sqlite_runs_in_wal_mode():
+    if connection.vendor != "sqlite":
+        pytest.skip("about the embedded SQLite database")
+    with connection.cursor() as cursor:
+        cursor.execute("PRAGMA journal_mode")
+        assert cursor.fetchone()[0] == "wal"

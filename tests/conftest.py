@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth.models import Group, User
+
+pytest_plugins = ["tests.live"]
+
+PASSWORD = "correct-horse-battery"
+
+
+def make_user(username: str, *groups: str, **extra) -> User:
+    user = User.objects.create_user(username=username, password=PASSWORD, email=f"{username}@example.com", **extra)
+    for name in groups:
+        group, _ = Group.objects.get_or_create(name=name)
+        user.groups.add(group)
+    return user
+
+
+@pytest.fixture
+def reviewer(db) -> User:
+    return make_user("reviewer", "reviewers")
+
+
+@pytest.fixture
+def other_reviewer(db) -> User:
+    return make_user("other_reviewer", "reviewers")
+
+
+@pytest.fixture
+def operator(db) -> User:
+    return make_user("operator", "operators")
+
+
+@pytest.fixture
+def auditor(db) -> User:
+    return make_user("auditor", "auditors")
+
+
+@pytest.fixture
+def outsider(db) -> User:
+    return make_user("outsider")
+
+
+def grant_tools(user: User, tools) -> None:
+    from django.contrib.auth.models import Permission
+
+    perms = Permission.objects.filter(content_type__app_label="agents", codename__in=[f"use_{t}" for t in tools])
+    user.user_permissions.add(*perms)
+    for cache in ("_perm_cache", "_user_perm_cache", "_countersign_groups"):
+        user.__dict__.pop(cache, None)
+
+
+@pytest.fixture
+def support_agent(db):
+    from agents.demo import SUPPORT_AGENT, agent_upsert, rules_seed
+    from agents.models import KnowledgeArticle, Ticket
+
+    KnowledgeArticle.objects.create(title="Refund policy", body="Refunds within 30 days.")
+    Ticket.objects.create(subject="Broken kettle", customer_email="jane@example.com")
+    rules_seed()
+    agent, _ = agent_upsert(SUPPORT_AGENT)
+    return agent
+
+
+@pytest.fixture
+def starter(operator, support_agent) -> User:
+    """The operator who starts runs; holds every tool permission the support agent needs."""
+    grant_tools(operator, support_agent.tools)
+    return User.objects.get(pk=operator.pk)
+
+
+@pytest.fixture
+def assigned_reviewer(reviewer, support_agent) -> User:
+    from guardian.shortcuts import assign_perm
+
+    assign_perm("review_agent", reviewer, support_agent)
+    return User.objects.get(pk=reviewer.pk)
