@@ -35,7 +35,8 @@ lint: $(DEV_STAMP)
 	DEBUG=1 COUNTERSIGN_VAR_DIR=$(CURDIR)/var/lint $(VPY) -m mypy .
 
 bench: $(DEV_STAMP)
-	DEBUG=1 COUNTERSIGN_VAR_DIR=$(CURDIR)/var/bench $(VPY) -m pytest tests/benchmarks -s -q $(PYTEST_ARGS)
+	DEBUG=1 AUDIT_BENCH=1 COUNTERSIGN_VAR_DIR=$(CURDIR)/var/bench $(VPY) -m pytest -o python_files='bench_*.py' \
+		tests/benchmarks tests/audit/bench_audit.py -s -q $(PYTEST_ARGS)
 
 venv: $(VPY)
 

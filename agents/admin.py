@@ -2,11 +2,10 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import admin
-from django.db import transaction
 from guardian.admin import GuardedModelAdmin
 
 from agents.models import Agent, KnowledgeArticle, LedgerEntry, OutboxEmail, Run, Step, Ticket, ToolCall
-from audit.services import audit_record
+from audit.services import audit_record, audited_atomic
 
 AUDITED_FIELDS = ("autonomy_level", "tool_levels", "enabled", "tools")
 
@@ -62,9 +61,9 @@ class AgentAdmin(GuardedModelAdmin):
     search_fields = ("slug", "name")
 
     def save_model(self, request, obj, form, change):
-        with transaction.atomic():
+        with audited_atomic():
             if change:
-                old = Agent.objects.select_for_update().get(pk=obj.pk)
+                old = Agent.objects.select_for_update(no_key=True).get(pk=obj.pk)
                 for name in AUDITED_FIELDS:
                     if name in form.changed_data:
                         action = "agents.agent.kill_switch" if name == "enabled" else "agents.agent.level_changed"

@@ -29,7 +29,7 @@ from agents.reasoners import Action, ReasonerError, reasoner_for
 from agents.reasoners.base import RunView, ToolSpec
 from agents.tools import ToolArgumentsInvalid, ToolContext, arguments_hash, registry
 from audit.redaction import Redactor
-from audit.services import audit_record
+from audit.services import audit_record, audited_atomic
 from config.api import Conflict, DomainError
 
 logger = logging.getLogger(__name__)
@@ -77,9 +77,9 @@ def run_create(*, agent: Agent, user: Any, payload: Any) -> Run:
         raise RunInputInvalid("The run input is invalid.", details={"errors": errors})
     redactor = Redactor()
     redactor.redact(payload)
-    with transaction.atomic():
+    with audited_atomic():
         # Lock the agent row so a kill switch pulled at this moment either wins or sees this run.
-        agent = Agent.objects.select_for_update().get(pk=agent.pk)
+        agent = Agent.objects.select_for_update(no_key=True).get(pk=agent.pk)
         if not agent.enabled:
             raise AgentDisabled(f"Agent {agent.slug} is disabled (kill switch); no new runs are accepted.")
         run = Run.objects.create(
@@ -106,8 +106,8 @@ def enqueue_advance(run_id: int, *, resume: bool = False) -> None:
 def run_cancel(*, run: Run, user: Any, reason: str = "") -> Run:
     from approvals.services import approval_requests_cancel_for_run
 
-    with transaction.atomic():
-        run = Run.objects.select_for_update().get(pk=run.pk)
+    with audited_atomic():
+        run = Run.objects.select_for_update(no_key=True).get(pk=run.pk)
         if run.is_terminal:
             raise RunNotCancellable(f"Run {run.pk} already ended ({run.status}).")
         if run.status in (RunStatus.QUEUED, RunStatus.WAITING):
@@ -129,8 +129,8 @@ def run_cancel(*, run: Run, user: Any, reason: str = "") -> Run:
 def agent_set_enabled(*, agent: Agent, enabled: bool, user: Any, reason: str) -> Agent:
     from approvals.services import approval_requests_cancel_for_run
 
-    with transaction.atomic():
-        agent = Agent.objects.select_for_update().get(pk=agent.pk)
+    with audited_atomic():
+        agent = Agent.objects.select_for_update(no_key=True).get(pk=agent.pk)
         if agent.enabled == enabled:
             return agent
         agent.enabled = enabled
@@ -143,7 +143,7 @@ def agent_set_enabled(*, agent: Agent, enabled: bool, user: Any, reason: str) ->
         )
         if not enabled:
             # Waiting and queued runs stop now; running ones at their next step boundary.
-            for run in Run.objects.select_for_update().filter(
+            for run in Run.objects.select_for_update(no_key=True).filter(
                 agent=agent, status__in=[RunStatus.QUEUED, RunStatus.WAITING]
             ):
                 _finish(run, RunStatus.CANCELLED, error="Agent disabled (kill switch)", actor=user)
@@ -162,8 +162,8 @@ def agents_emergency_stop(*, user: Any, reason: str) -> int:
 def agent_set_level(*, agent: Agent, level: int, user: Any, reason: str, tool: str | None = None) -> Agent:
     from django.core.exceptions import ValidationError
 
-    with transaction.atomic():
-        agent = Agent.objects.select_for_update().get(pk=agent.pk)
+    with audited_atomic():
+        agent = Agent.objects.select_for_update(no_key=True).get(pk=agent.pk)
         old = agent.level_for(tool) if tool else agent.autonomy_level
         if old == level:
             return agent
@@ -222,18 +222,18 @@ def run_advance(*, run_id: int) -> None:
     if run.started_at is None:
         Run.objects.filter(pk=run.pk, started_at__isnull=True).update(started_at=timezone.now())
         run.started_at = timezone.now()
-        with transaction.atomic():
+        with audited_atomic():
             audit_record(actor=run.agent, action="agents.run.started", target=run)
     else:
-        with transaction.atomic():
+        with audited_atomic():
             audit_record(actor=run.agent, action="agents.run.resumed", target=run)
     started = time.monotonic()
     try:
         _loop(run, lease, started)
     except Exception as exc:
         logger.exception("run %s failed", run_id)
-        with transaction.atomic():
-            locked = Run.objects.select_for_update().get(pk=run_id)
+        with audited_atomic():
+            locked = Run.objects.select_for_update(no_key=True).get(pk=run_id)
             if not locked.is_terminal and locked.lease_owner == lease.token:
                 _finish(locked, RunStatus.FAILED, error=f"Internal error: {type(exc).__name__}: {exc}")
     finally:
@@ -263,8 +263,8 @@ def _loop(run: Run, lease: Lease, started: float) -> None:
         stop = _stop_reason(run, agent, active_ms=run.active_ms + int((time.monotonic() - started) * 1000))
         if stop:
             status, message = stop
-            with transaction.atomic():
-                locked = Run.objects.select_for_update().get(pk=run.pk)
+            with audited_atomic():
+                locked = Run.objects.select_for_update(no_key=True).get(pk=run.pk)
                 if locked.lease_owner == lease.token and not locked.is_terminal:
                     _finish(locked, status, error=message)
             return
@@ -285,9 +285,9 @@ def _loop(run: Run, lease: Lease, started: float) -> None:
         try:
             action = reasoner.next_action(view)
         except ReasonerError as exc:
-            with transaction.atomic():
+            with audited_atomic():
                 _reasoning_step(run, Action(kind="invalid", error=str(exc)))
-                _finish(Run.objects.select_for_update().get(pk=run.pk), RunStatus.FAILED, error=str(exc))
+                _finish(Run.objects.select_for_update(no_key=True).get(pk=run.pk), RunStatus.FAILED, error=str(exc))
             return
         action.prompt_tail = view.history[-2:]
         if redactor.mapping != run.redactions:
@@ -301,9 +301,9 @@ def _loop(run: Run, lease: Lease, started: float) -> None:
         if outcome == "invalid":
             invalid += 1
             if invalid >= MAX_INVALID_PROPOSALS:
-                with transaction.atomic():
+                with audited_atomic():
                     _finish(
-                        Run.objects.select_for_update().get(pk=run.pk),
+                        Run.objects.select_for_update(no_key=True).get(pk=run.pk),
                         RunStatus.FAILED,
                         error=f"The reasoner proposed {invalid} invalid actions in a row.",
                     )
@@ -447,9 +447,9 @@ def _complete(run: Run, action: Action, redactor: Redactor) -> None:
     answer = redactor.restore(action.answer)
     hits = check_final(answer)
     blocked = [hit for hit in hits if hit.effect == "block"]
-    with transaction.atomic():
+    with audited_atomic():
         step = _reasoning_step(run, action)
-        locked = Run.objects.select_for_update().get(pk=run.pk)
+        locked = Run.objects.select_for_update(no_key=True).get(pk=run.pk)
         if hits:
             Step.objects.filter(pk=step.pk).update(
                 verdict="block" if blocked else "flag",
@@ -487,7 +487,7 @@ def _propose(run: Run, agent: Agent, action: Action, redactor: Redactor) -> str:
         except ToolArgumentsInvalid as exc:
             problem = f"Arguments for {action.tool} are invalid: {json.dumps(exc.errors)}"
 
-    with transaction.atomic():
+    with audited_atomic():
         _reasoning_step(run, action)
         proposal = {
             "tool": action.tool,
@@ -568,7 +568,7 @@ def _propose(run: Run, agent: Agent, action: Action, redactor: Redactor) -> str:
         if verdict.verdict == "require_approval":
             ToolCall.objects.filter(pk=tool_call.pk).update(status=ToolCallStatus.AWAITING)
             tool_call.status = ToolCallStatus.AWAITING
-            locked = Run.objects.select_for_update().get(pk=run.pk)
+            locked = Run.objects.select_for_update(no_key=True).get(pk=run.pk)
             locked.status = RunStatus.WAITING
             locked.lease_owner = ""
             locked.lease_expires_at = None
@@ -679,7 +679,7 @@ def _tool_call_finish(
 
     hits = check_output(tool_call.tool, output) if output is not None else []
     blocked = [hit for hit in hits if hit.effect == "block"]
-    with transaction.atomic():
+    with audited_atomic():
         updated = ToolCall.objects.filter(pk=tool_call.pk, status=ToolCallStatus.EXECUTING).update(
             status=status, output=output, error=error, latency_ms=latency_ms
         )
@@ -720,7 +720,7 @@ def _tool_call_finish(
                 data={"stage": "output", "tool": tool_call.tool, "hits": [h.as_dict() for h in hits]},
             )
         if fail_run:
-            _finish(Run.objects.select_for_update().get(pk=run.pk), RunStatus.FAILED, error=error)
+            _finish(Run.objects.select_for_update(no_key=True).get(pk=run.pk), RunStatus.FAILED, error=error)
 
 
 def _finish(run: Run, status: str, *, result: Any = None, error: str = "", actor: Any = None) -> None:
@@ -759,7 +759,7 @@ def run_apply_decision(
     Runs inside the decision's transaction. ``outcome``: approved (execute ``arguments``),
     rejected, answered, done, dismissed.
     """
-    run = Run.objects.select_for_update().select_related("agent").get(pk=tool_call.run_id)
+    run = Run.objects.select_for_update(no_key=True, of=("self",)).select_related("agent").get(pk=tool_call.run_id)
     call_fields: dict[str, Any] = {}
     observation: dict[str, Any] | None = None
     status_text = outcome

@@ -7,20 +7,26 @@ It never writes: decisions are POSTs with CSRF.
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from typing import Any
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.contrib.auth import get_user_model
 
-from approvals.events import agent_group, event_message
+from approvals.events import agent_group, event_message, user_group
 from approvals.selectors import agent_ids_reviewable_by, inbox_events_since
 
 REPLAY_BATCH = 500
 # How many sent seqs a connection remembers to drop duplicates (replayed, then pushed live).
 SENT_MEMORY = 5000
 UNAUTHENTICATED = 4401
+FORBIDDEN = 4403
+# A grant or revocation made in the console reaches open sockets at once (a message to the
+# user's group); one made any other way (the admin, a group change) within this many seconds.
+ACCESS_RECHECK_SECONDS = 5.0
 
 
 def _last_seq(query_string: bytes) -> int:
@@ -29,6 +35,12 @@ def _last_seq(query_string: bytes) -> int:
         return max(int(values[0]), 0) if values else 0
     except ValueError:
         return 0
+
+
+def _current_access(user_id: int) -> list[int] | None:
+    """The agents the user may review now, or None when the account was disabled or deleted."""
+    user = get_user_model().objects.filter(pk=user_id, is_active=True).first()
+    return None if user is None else agent_ids_reviewable_by(user=user)
 
 
 def _replay_batch(user: Any, after: int) -> list[dict[str, Any]]:
@@ -45,12 +57,14 @@ class InboxConsumer(AsyncJsonWebsocketConsumer):
         self.sent: set[int] = set()
         self.sent_order: deque[int] = deque()
         last_seq = _last_seq(self.scope.get("query_string", b""))
+        self.agent_ids: set[int] = set()
+        self.joined: set[str] = set()
         agent_ids = await database_sync_to_async(agent_ids_reviewable_by)(user=user)
-        self.joined = [agent_group(agent_id) for agent_id in agent_ids]
         # Join before replaying: an event committed during the replay is either in the replay
         # or queued for this channel; the seqs already sent drop the one seen twice.
-        for group in self.joined:
-            await self.channel_layer.group_add(group, self.channel_name)
+        await self.channel_layer.group_add(user_group(user.pk), self.channel_name)
+        self.joined.add(user_group(user.pk))
+        await self._set_access(agent_ids)
         await self.accept()
         # Handlers run one at a time, so live events queue in the channel layer until the
         # replay below has finished: the client sees stored events first, in seq order.
@@ -64,15 +78,43 @@ class InboxConsumer(AsyncJsonWebsocketConsumer):
             after = batch[-1]["seq"]
 
     async def disconnect(self, code: int) -> None:
-        for group in getattr(self, "joined", []):
+        for group in getattr(self, "joined", set()):
             await self.channel_layer.group_discard(group, self.channel_name)
+
+    async def _set_access(self, agent_ids: list[int]) -> None:
+        wanted = set(agent_ids)
+        for agent_id in self.agent_ids - wanted:
+            await self.channel_layer.group_discard(agent_group(agent_id), self.channel_name)
+            self.joined.discard(agent_group(agent_id))
+        for agent_id in wanted - self.agent_ids:
+            await self.channel_layer.group_add(agent_group(agent_id), self.channel_name)
+            self.joined.add(agent_group(agent_id))
+        self.agent_ids = wanted
+        self.access_checked = time.monotonic()
+
+    async def _recheck_access(self) -> bool:
+        agent_ids = await database_sync_to_async(_current_access)(self.user.pk)
+        if agent_ids is None:
+            await self.close(code=FORBIDDEN)
+            return False
+        await self._set_access(agent_ids)
+        return True
 
     async def receive_json(self, content: Any, **kwargs: Any) -> None:
         # Nothing is taken from the client: decisions are POSTs with CSRF, never websocket frames.
         return
 
     async def inbox_event(self, event: dict[str, Any]) -> None:
+        # Permissions are read again before forwarding when the last check is old: a revoked
+        # reviewer must not keep receiving an agent's proposals on a socket opened before.
+        if time.monotonic() - self.access_checked > ACCESS_RECHECK_SECONDS and not await self._recheck_access():
+            return
+        if event.get("agent_id") not in self.agent_ids:
+            return
         await self._forward(event["message"])
+
+    async def inbox_access(self, event: dict[str, Any]) -> None:
+        await self._recheck_access()
 
     async def _forward(self, message: dict[str, Any]) -> None:
         seq = message["seq"]

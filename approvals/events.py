@@ -18,6 +18,10 @@ def agent_group(agent_id: int) -> str:
     return f"inbox.agent.{agent_id}"
 
 
+def user_group(user_id: int) -> str:
+    return f"inbox.user.{user_id}"
+
+
 def approval_summary(approval: ApprovalRequest) -> str:
     args = approval.decided_arguments or approval.arguments
     parts = [f"{key}={value}" for key, value in list(args.items())[:4] if not isinstance(value, dict | list)]
@@ -70,8 +74,25 @@ def _push(event_id: int) -> None:
         return
     try:
         async_to_sync(layer.group_send)(
-            agent_group(event.agent_id), {"type": "inbox.event", "message": event_message(event)}
+            agent_group(event.agent_id),
+            {"type": "inbox.event", "agent_id": event.agent_id, "message": event_message(event)},
         )
     except Exception:
         # The websocket is only a notification: clients catch up from the stored seq.
         logger.warning("could not push inbox event %s", event_id, exc_info=True)
+
+
+def inbox_access_changed(*, user_id: int) -> None:
+    """Tell the user's open inbox sockets to read their permissions again, after commit."""
+
+    def push() -> None:
+        layer = get_channel_layer()
+        if layer is None:
+            return
+        try:
+            async_to_sync(layer.group_send)(user_group(user_id), {"type": "inbox.access"})
+        except Exception:
+            # Open sockets still re-read permissions before forwarding (ACCESS_RECHECK_SECONDS).
+            logger.warning("could not push an access change to user %s", user_id, exc_info=True)
+
+    transaction.on_commit(push)

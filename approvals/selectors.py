@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db.models import QuerySet
+from django.db.models import F, QuerySet
 from guardian.shortcuts import get_objects_for_user
 
 from agents.models import Agent
@@ -46,7 +46,8 @@ def approval_list_for_reviewer(
     if kind:
         queryset = queryset.filter(kind=kind)
     if order == "urgent":
-        return queryset.order_by("deadline", "created_at", "id")
+        # Items without a deadline (after-the-fact reviews) last, the same on every database.
+        return queryset.order_by(F("deadline").asc(nulls_last=True), "created_at", "id")
     return queryset.order_by("-created_at", "-id")
 
 

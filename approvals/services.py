@@ -10,11 +10,11 @@ from django.utils import timezone
 
 from agents.models import Agent, Run, ToolCall
 from agents.tools import ToolArgumentsInvalid, registry
-from approvals.events import inbox_event_publish
+from approvals.events import inbox_access_changed, inbox_event_publish
 from approvals.models import ApprovalKind, ApprovalRequest, ApprovalStatus, Decision
 from approvals.policy import CheckpointVerdict, RunContext, checkpoint_verdict
 from approvals.selectors import user_may_review
-from audit.services import audit_record
+from audit.services import audit_record, audited_atomic
 from config.api import Conflict, DomainError, Forbidden
 
 
@@ -120,9 +120,13 @@ def approval_request_decide(
         raise NotAllowed("You started this run: another reviewer must decide its actions (four-eyes).")
     edited = _validated_edit(approval, arguments) if verdict == "edit" else None
 
-    with transaction.atomic():
+    with audited_atomic():
         # The row lock serializes deciders; the status check below lets exactly one win.
-        locked = ApprovalRequest.objects.select_for_update().select_related("agent", "run").get(pk=approval.pk)
+        locked = (
+            ApprovalRequest.objects.select_for_update(no_key=True, of=("self",))
+            .select_related("agent", "run")
+            .get(pk=approval.pk)
+        )
         if locked.status != ApprovalStatus.PENDING:
             who = locked.decided_by.get_username() if locked.decided_by else "the system"
             raise AlreadyDecided(
@@ -206,7 +210,9 @@ def _resume(approval: ApprovalRequest, *, verdict: str, reviewer: Any, comment: 
 def approval_requests_cancel_for_run(*, run: Run, reason: str) -> int:
     """Inside the caller's transaction: pending requests of a stopped run are cancelled."""
     cancelled = 0
-    for approval in ApprovalRequest.objects.select_for_update().filter(run=run, status=ApprovalStatus.PENDING):
+    for approval in ApprovalRequest.objects.select_for_update(no_key=True).filter(
+        run=run, status=ApprovalStatus.PENDING
+    ):
         approval.status = ApprovalStatus.CANCELLED
         approval.resolution_comment = reason
         approval.decided_at = timezone.now()
@@ -237,9 +243,13 @@ def approval_request_expire(*, approval_id: int, now: Any = None) -> int:
     from agents.services import run_apply_decision
 
     now = now or timezone.now()
-    with transaction.atomic():
+    with audited_atomic():
         # Same lock and status check as a decision: a racing decision and expiry end in one state.
-        approval = ApprovalRequest.objects.select_for_update().select_related("agent", "run").get(pk=approval_id)
+        approval = (
+            ApprovalRequest.objects.select_for_update(no_key=True, of=("self",))
+            .select_related("agent", "run")
+            .get(pk=approval_id)
+        )
         if approval.status != ApprovalStatus.PENDING or approval.deadline is None or approval.deadline >= now:
             return 0
         approval.status = ApprovalStatus.EXPIRED
@@ -268,8 +278,12 @@ def approval_request_expire(*, approval_id: int, now: Any = None) -> int:
 
 def approval_request_escalate(*, approval_id: int, now: Any = None) -> int:
     now = now or timezone.now()
-    with transaction.atomic():
-        approval = ApprovalRequest.objects.select_for_update().select_related("agent").get(pk=approval_id)
+    with audited_atomic():
+        approval = (
+            ApprovalRequest.objects.select_for_update(no_key=True, of=("self",))
+            .select_related("agent")
+            .get(pk=approval_id)
+        )
         if approval.status != ApprovalStatus.PENDING or approval.escalated_at is not None:
             return 0
         approval.escalated_at = now
@@ -326,7 +340,7 @@ def reviewer_assignment_set(*, agent: Agent, reviewer: Any, granted: bool, by: A
     """Grant or revoke a reviewer's right to decide an agent's approvals. Returns whether it changed."""
     from guardian.shortcuts import assign_perm, remove_perm
 
-    with transaction.atomic():
+    with audited_atomic():
         has = reviewer.has_perm("agents.review_agent", agent)
         if has == granted:
             return False
@@ -340,6 +354,7 @@ def reviewer_assignment_set(*, agent: Agent, reviewer: Any, granted: bool, by: A
             target=agent,
             data={"reviewer": reviewer.get_username(), "reason": reason},
         )
+        inbox_access_changed(user_id=reviewer.pk)
     return True
 
 
@@ -348,10 +363,10 @@ def business_rule_save(*, rule: Any, by: Any, reason: str = "") -> Any:
     from approvals.models import BusinessRule
 
     rule.full_clean()
-    with transaction.atomic():
+    with audited_atomic():
         old = None
         if rule.pk:
-            previous = BusinessRule.objects.select_for_update().get(pk=rule.pk)
+            previous = BusinessRule.objects.select_for_update(no_key=True).get(pk=rule.pk)
             old = {
                 "tool": previous.tool,
                 "field": previous.field,
@@ -381,7 +396,7 @@ def business_rule_save(*, rule: Any, by: Any, reason: str = "") -> Any:
 
 
 def business_rule_delete(*, rule: Any, by: Any, reason: str = "") -> None:
-    with transaction.atomic():
+    with audited_atomic():
         audit_record(
             actor=by,
             action="approvals.rule.deleted",

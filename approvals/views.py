@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.contrib import messages
 from django.contrib.auth import get_user_model
@@ -17,7 +18,7 @@ from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Count, IntegerField, Max, OuterRef, Subquery, Value
 from django.db.models.functions import Coalesce
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -178,8 +179,7 @@ INBOX_FILTERS = {
 }
 
 
-def _inbox_filters(request: HttpRequest, agent_slugs: set[str]) -> dict[str, str]:
-    query = request.GET
+def _inbox_filters(query: QueryDict, agent_slugs: set[str]) -> dict[str, str]:
     filters = {"status": query.get("status", "pending"), "agent": query.get("agent", "")}
     for name in ("risk", "kind", "order"):
         filters[name] = query.get(name, "")
@@ -194,7 +194,10 @@ def _inbox_filters(request: HttpRequest, agent_slugs: set[str]) -> dict[str, str
 def _inbox_page(request: HttpRequest, *, bulk_form: BulkDecisionForm | None = None, status: int = 200) -> HttpResponse:
     user = request.user
     agents = list(agents_reviewable_by(user=user).order_by("name").values("slug", "name"))
-    filters = _inbox_filters(request, {agent["slug"] for agent in agents})
+    # A refused bulk form is shown again at the list the reviewer came from, filters included,
+    # and keeps pointing back there: the form's action URL answers only POST.
+    back = _safe_next(request, reverse("inbox")) if request.method == "POST" else request.get_full_path()
+    filters = _inbox_filters(QueryDict(urlsplit(back).query), {agent["slug"] for agent in agents})
     last_seq = _latest_seq()
     approvals = list(
         approval_list_for_reviewer(
@@ -231,6 +234,7 @@ def _inbox_page(request: HttpRequest, *, bulk_form: BulkDecisionForm | None = No
             "filter_options": INBOX_FILTERS,
             "pending_count": len(pending_ids),
             "bulk_form": bulk_form or BulkDecisionForm(),
+            "back": back,
             "state": state,
             "bulk_verdicts": [(v, VERDICT_LABELS[v]) for v in ("approve", "reject", "done", "dismiss", "ok", "flag")],
         },

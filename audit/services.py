@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from django.db import connection, transaction
@@ -11,7 +13,7 @@ from audit.models import AuditEvent
 from audit.redaction import mask_secrets
 from audit.selectors import audit_head
 
-__all__ = ["GENESIS_HASH", "audit_head", "audit_record"]
+__all__ = ["GENESIS_HASH", "audit_head", "audit_record", "audited_atomic"]
 
 # Any constant works; it names the one advisory lock that serializes appends.
 ADVISORY_LOCK_KEY = 0x436F756E  # "Coun"
@@ -55,20 +57,30 @@ def _lock_chain() -> None:
     # chain. On PostgreSQL a transaction-scoped advisory lock is held until the caller's
     # transaction commits or rolls back, so the next writer reads the head only after this
     # event is committed (READ COMMITTED takes a fresh snapshot per statement), and ids,
-    # taken from the sequence under the lock, follow the chain order.
+    # taken from the sequence under the lock, follow the chain order. The lock is reentrant
+    # within a transaction, so taking it again per event costs one round trip.
     # On SQLite the IMMEDIATE transaction mode (config/settings.py, checked by audit.W001)
     # makes every transaction take the database write lock at BEGIN, which serializes
     # writers across threads and processes for the whole transaction; nothing more to take.
     # Either way the unique constraint on prev_hash turns a fork into an error.
     if connection.vendor != "postgresql":
         return
-    # Django's foreign keys are checked at COMMIT (deferred). Run the checks pending so far
-    # now, before taking the chain lock: a check waits for a row another transaction holds
-    # FOR UPDATE, and that transaction may itself be waiting for the chain lock (a deadlock).
-    # Django's check_constraints() sets the constraints back to deferred afterwards.
-    connection.check_constraints()
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_advisory_xact_lock(%s)", [ADVISORY_LOCK_KEY])
+
+
+@contextmanager
+def audited_atomic() -> Iterator[None]:
+    """``transaction.atomic()`` for a change that writes audit events: the chain lock first.
+
+    Every audited transaction takes the chain lock before any row lock. A transaction that
+    locked a row (or updated it) and then waited for the chain lock could deadlock with one
+    that holds the chain lock and waits for that row; with the chain lock always first, no
+    transaction ever holds a row while it waits for the chain.
+    """
+    with transaction.atomic():
+        _lock_chain()
+        yield
 
 
 _MAX_LENGTH: dict[str, int] = {
@@ -86,8 +98,8 @@ def audit_record(*, actor: Any, action: str, target: Model | None = None, data: 
     """Append one event to the chain, inside the caller's transaction.
 
     ``data`` is masked (secrets, card numbers, e-mail addresses) and turned into plain JSON
-    before it is hashed and stored. Call it after taking the row locks of the change it
-    records: the chain lock it takes is held until the caller's transaction ends.
+    before it is hashed and stored. Open the caller's transaction with ``audited_atomic()`` so
+    the chain lock, held until that transaction ends, is taken before any row lock.
     """
     if not action or len(action) > _MAX_LENGTH["action"]:
         raise ValueError(f"Audit action {action!r} must be a dotted code of at most 100 characters.")

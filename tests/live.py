@@ -207,6 +207,25 @@ class LiveProcess:
 class CeleryWorker(LiveProcess):
     name = "worker"
 
+    def __init__(self) -> None:
+        super().__init__()
+        self.nodename = f"live-{uuid.uuid4().hex[:8]}@{socket.gethostname()}"
+
+    def wait_idle(self, timeout: float = 60.0) -> None:
+        """Empty the queues and wait until no task is running: a task still writing while the
+        test database is flushed would deadlock with the TRUNCATE or leak rows into the next test."""
+        from config.celery import app
+
+        queues_purge()
+        if not self.running:
+            return
+
+        def idle() -> bool:
+            replies = app.control.inspect(destination=[self.nodename], timeout=0.5).active() or {}
+            return self.nodename in replies and not replies[self.nodename]
+
+        wait_until(idle, timeout=timeout, interval=0.05, what="the worker to finish its tasks")
+
     def command(self) -> list[str]:
         return [
             sys.executable,
@@ -224,7 +243,7 @@ class CeleryWorker(LiveProcess):
             "--loglevel",
             "INFO",
             "-n",
-            f"live-{uuid.uuid4().hex[:8]}@%h",
+            self.nodename,
             "--without-mingle",
             "--without-gossip",
         ]
@@ -310,7 +329,7 @@ def _live_worker(django_db_setup: None, embedded_redis: EmbeddedRedis | None) ->
 
 
 @pytest.fixture
-def celery_worker(_live_worker: CeleryWorker, transactional_db: None) -> CeleryWorker:
+def celery_worker(_live_worker: CeleryWorker, transactional_db: None) -> Iterator[CeleryWorker]:
     """A real ``celery -A config worker -Q resumes,runs,default -c 2`` process on the test database.
 
     Requests ``transactional_db``: the worker is another process and sees only committed
@@ -321,7 +340,8 @@ def celery_worker(_live_worker: CeleryWorker, transactional_db: None) -> CeleryW
     """
     queues_purge()
     _live_worker.ensure_started()
-    return _live_worker
+    yield _live_worker
+    _live_worker.wait_idle()
 
 
 @pytest.fixture(scope="session")

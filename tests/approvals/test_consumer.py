@@ -126,7 +126,9 @@ def test_replay_since_last_seq_then_live_without_duplicates(support_agent, start
         event = await database_sync_to_async(
             lambda: event_message(InboxEvent.objects.select_related("approval__agent").get(pk=seqs[2]))
         )()
-        await get_channel_layer().group_send(agent_group(support_agent.pk), {"type": "inbox.event", "message": event})
+        await get_channel_layer().group_send(
+            agent_group(support_agent.pk), {"type": "inbox.event", "agent_id": support_agent.pk, "message": event}
+        )
         assert await socket.receive_nothing(timeout=0.5)
 
         _, live_seq = await database_sync_to_async(create_approval)(support_agent, starter, 4)
@@ -193,5 +195,56 @@ def test_bad_last_seq_means_from_the_start(support_agent, starter, assigned_revi
         assert (await socket.connect(timeout=TIMEOUT))[0]
         assert (await socket.receive_json_from(timeout=TIMEOUT))["seq"] == seq
         await socket.disconnect()
+
+    async_to_sync(scenario)()
+
+
+def test_a_console_revocation_reaches_an_open_socket_at_once(support_agent, starter, assigned_reviewer, operator):
+    from approvals.services import reviewer_assignment_set
+
+    async def scenario():
+        socket = communicator(assigned_reviewer)
+        assert (await socket.connect(timeout=TIMEOUT))[0]
+        _, seq = await database_sync_to_async(create_approval)(support_agent, starter)
+        assert (await socket.receive_json_from(timeout=TIMEOUT))["seq"] == seq
+        changed = await database_sync_to_async(reviewer_assignment_set)(
+            agent=support_agent, reviewer=assigned_reviewer, granted=False, by=operator, reason="moved team"
+        )
+        assert changed
+        await socket.receive_nothing(timeout=0.3)  # the access message is handled
+        await database_sync_to_async(create_approval)(support_agent, starter)
+        assert await socket.receive_nothing(timeout=0.5)
+        await socket.disconnect()
+
+    async_to_sync(scenario)()
+
+
+def test_a_revocation_made_elsewhere_is_read_before_forwarding(support_agent, starter, assigned_reviewer, monkeypatch):
+    from guardian.shortcuts import remove_perm
+
+    monkeypatch.setattr(consumers, "ACCESS_RECHECK_SECONDS", 0.0)
+
+    async def scenario():
+        socket = communicator(assigned_reviewer)
+        assert (await socket.connect(timeout=TIMEOUT))[0]
+        await database_sync_to_async(remove_perm)("review_agent", assigned_reviewer, support_agent)
+        await database_sync_to_async(create_approval)(support_agent, starter)
+        assert await socket.receive_nothing(timeout=0.5)
+        await socket.disconnect()
+
+    async_to_sync(scenario)()
+
+
+def test_a_disabled_account_is_disconnected(support_agent, starter, assigned_reviewer, monkeypatch):
+    monkeypatch.setattr(consumers, "ACCESS_RECHECK_SECONDS", 0.0)
+
+    async def scenario():
+        socket = communicator(assigned_reviewer)
+        assert (await socket.connect(timeout=TIMEOUT))[0]
+        assigned_reviewer.is_active = False
+        await database_sync_to_async(assigned_reviewer.save)(update_fields=["is_active"])
+        await database_sync_to_async(create_approval)(support_agent, starter)
+        closed = await socket.receive_output(timeout=TIMEOUT)
+        assert closed == {"type": "websocket.close", "code": consumers.FORBIDDEN}
 
     async_to_sync(scenario)()

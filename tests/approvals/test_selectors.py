@@ -20,11 +20,24 @@ def pending_approvals(agent, starter, count):
     run = Run.objects.create(agent=agent, started_by=starter, status="waiting")
     for step in range(count):
         arguments = {"amount": step + 1, "currency": "USD"}
-        call = ToolCall.objects.create(run=run, step=step + 1, tool="issue_refund", arguments=arguments,
-                                       arguments_hash=arguments_hash(arguments), status="awaiting")
-        ApprovalRequest.objects.create(run=run, agent=agent, tool_call=call, tool="issue_refund",
-                                       arguments=arguments, arguments_hash=call.arguments_hash,
-                                       risk_class="financial", policy_reason="level 2")
+        call = ToolCall.objects.create(
+            run=run,
+            step=step + 1,
+            tool="issue_refund",
+            arguments=arguments,
+            arguments_hash=arguments_hash(arguments),
+            status="awaiting",
+        )
+        ApprovalRequest.objects.create(
+            run=run,
+            agent=agent,
+            tool_call=call,
+            tool="issue_refund",
+            arguments=arguments,
+            arguments_hash=call.arguments_hash,
+            risk_class="financial",
+            policy_reason="level 2",
+        )
 
 
 def test_inbox_for_50_pending_approvals_is_one_query(support_agent, starter, assigned_reviewer):

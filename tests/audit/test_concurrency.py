@@ -12,7 +12,7 @@ from django.db import connection, transaction
 from audit.chain import GENESIS_HASH
 from audit.models import AuditEvent
 from audit.selectors import audit_chain_verify
-from audit.services import audit_record
+from audit.services import audit_record, audited_atomic
 
 # PostgreSQL here allows 100 connections and other suites share the server: at most this
 # many threads hold a connection at once; all of them are started and contend together.
@@ -86,49 +86,48 @@ def test_threads_append_one_unbroken_chain_on_sqlite():
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.skipif(not settings.IS_POSTGRES, reason="PostgreSQL only")
-def test_pending_foreign_key_checks_run_before_the_chain_lock(support_agent):
-    """A transaction that inserted a row pointing at a row another transaction holds FOR
-    UPDATE must wait for that row *before* it takes the chain lock: otherwise its commit-time
-    foreign key check waits for a transaction that waits for the chain lock (a deadlock)."""
+def test_audited_transactions_take_the_chain_lock_before_any_row(support_agent):
+    """Two audited transactions that touch the same row in opposite orders: one audits, then
+    locks the agent row; the other locks that row, inserts a run pointing at it and audits.
+    With plain ``atomic()`` they deadlock (each waits for what the other holds); with
+    ``audited_atomic()`` the second waits at its start for the chain lock and both commit."""
     from agents.models import Agent, Run
 
-    holder_has_lock = threading.Event()
-    inserter_about_to_audit = threading.Event()
+    first_audited = threading.Event()
     errors: list[BaseException] = []
 
-    def holder() -> None:
+    def audits_then_locks() -> None:
         try:
-            with transaction.atomic():
+            with audited_atomic():
+                audit_record(actor=None, action="tests.concurrent.first", target=support_agent)
+                first_audited.set()
+                time.sleep(0.3)  # the other transaction is waiting by now
+                Agent.objects.select_for_update(no_key=True).get(pk=support_agent.pk)
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    def locks_then_audits() -> None:
+        try:
+            first_audited.wait(5)
+            with audited_atomic():
                 Agent.objects.select_for_update().get(pk=support_agent.pk)
-                holder_has_lock.set()
-                inserter_about_to_audit.wait(5)
-                time.sleep(0.3)  # the inserter is inside audit_record by now
-                audit_record(actor=None, action="tests.concurrent.holder", target=support_agent)
-        except BaseException as exc:
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    def inserter() -> None:
-        try:
-            holder_has_lock.wait(5)
-            with transaction.atomic():
                 run = Run.objects.create(agent_id=support_agent.pk)  # foreign key checked at commit
-                inserter_about_to_audit.set()
-                audit_record(actor=None, action="tests.concurrent.inserter", target=run)
+                audit_record(actor=None, action="tests.concurrent.second", target=run)
         except BaseException as exc:
             errors.append(exc)
         finally:
             connection.close()
 
-    threads = [threading.Thread(target=holder), threading.Thread(target=inserter)]
+    threads = [threading.Thread(target=audits_then_locks), threading.Thread(target=locks_then_audits)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(30)
     assert errors == []
     assert list(AuditEvent.objects.order_by("id").values_list("action", flat=True)) == [
-        "tests.concurrent.holder",
-        "tests.concurrent.inserter",
+        "tests.concurrent.first",
+        "tests.concurrent.second",
     ]
     assert audit_chain_verify().intact
