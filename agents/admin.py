@@ -5,6 +5,7 @@ from django.contrib import admin
 from guardian.admin import GuardedModelAdmin
 
 from agents.models import Agent, KnowledgeArticle, LedgerEntry, OutboxEmail, Run, Step, Ticket, ToolCall
+from agents.services import agent_runs_stop
 from audit.services import audit_record, audited_atomic
 
 AUDITED_FIELDS = ("autonomy_level", "tool_levels", "enabled", "tools")
@@ -79,6 +80,9 @@ class AgentAdmin(GuardedModelAdmin):
                             },
                         )
             super().save_model(request, obj, form, change)
+            if change and "enabled" in form.changed_data and not obj.enabled:
+                # The same kill switch as the console: queued and waiting runs stop now.
+                agent_runs_stop(agent=obj, user=request.user)
             if not change:
                 audit_record(
                     actor=request.user,

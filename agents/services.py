@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +20,7 @@ from decimal import Decimal
 from typing import Any
 
 import jsonschema
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F, Q
@@ -27,7 +29,7 @@ from django.utils import timezone
 from agents.models import Agent, Run, RunStatus, Step, ToolCall, ToolCallStatus
 from agents.reasoners import Action, ReasonerError, reasoner_for
 from agents.reasoners.base import RunView, ToolSpec
-from agents.tools import ToolArgumentsInvalid, ToolContext, arguments_hash, registry
+from agents.tools import Risk, ToolArgumentsInvalid, ToolContext, arguments_hash, registry
 from audit.redaction import Redactor
 from audit.services import audit_record, audited_atomic
 from config.api import Conflict, DomainError
@@ -127,8 +129,6 @@ def run_cancel(*, run: Run, user: Any, reason: str = "") -> Run:
 
 
 def agent_set_enabled(*, agent: Agent, enabled: bool, user: Any, reason: str) -> Agent:
-    from approvals.services import approval_requests_cancel_for_run
-
     with audited_atomic():
         agent = Agent.objects.select_for_update(no_key=True).get(pk=agent.pk)
         if agent.enabled == enabled:
@@ -142,13 +142,20 @@ def agent_set_enabled(*, agent: Agent, enabled: bool, user: Any, reason: str) ->
             data={"old": not enabled, "new": enabled, "reason": reason},
         )
         if not enabled:
-            # Waiting and queued runs stop now; running ones at their next step boundary.
-            for run in Run.objects.select_for_update(no_key=True).filter(
-                agent=agent, status__in=[RunStatus.QUEUED, RunStatus.WAITING]
-            ):
-                _finish(run, RunStatus.CANCELLED, error="Agent disabled (kill switch)", actor=user)
-                approval_requests_cancel_for_run(run=run, reason="agent disabled")
+            agent_runs_stop(agent=agent, user=user)
     return agent
+
+
+def agent_runs_stop(*, agent: Agent, user: Any) -> None:
+    """Inside the kill switch's transaction: waiting and queued runs stop now, their pending
+    approvals are cancelled; running ones stop at their next step boundary."""
+    from approvals.services import approval_requests_cancel_for_run
+
+    for run in Run.objects.select_for_update(no_key=True).filter(
+        agent=agent, status__in=[RunStatus.QUEUED, RunStatus.WAITING]
+    ):
+        _finish(run, RunStatus.CANCELLED, error="Agent disabled (kill switch)", actor=user)
+        approval_requests_cancel_for_run(run=run, reason="agent disabled")
 
 
 def agents_emergency_stop(*, user: Any, reason: str) -> int:
@@ -188,6 +195,10 @@ def agent_set_level(*, agent: Agent, level: int, user: Any, reason: str, tool: s
 # --- The loop ------------------------------------------------------------------------------
 
 
+class LeaseLost(Exception):
+    """Another worker holds the run now: this one stops without writing anything."""
+
+
 @dataclass
 class Lease:
     run_id: int
@@ -196,6 +207,35 @@ class Lease:
     def renew(self) -> bool:
         until = timezone.now() + timedelta(seconds=settings.RUN_LEASE_SECONDS)
         return Run.objects.filter(pk=self.run_id, lease_owner=self.token).update(lease_expires_at=until) == 1
+
+
+class LeaseKeeper:
+    """Renews the lease in the background while a worker thinks or runs a tool, so a long
+    model call or tool does not let the sweeper hand a live run to a second worker."""
+
+    def __init__(self, lease: Lease) -> None:
+        self.lease = lease
+        self.lost = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._renew, name=f"lease-{lease.run_id}", daemon=True)
+
+    def __enter__(self) -> LeaseKeeper:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _renew(self) -> None:
+        interval = max(settings.RUN_LEASE_SECONDS / 3, 0.05)
+        try:
+            while not self._stop.wait(interval):
+                if not self.lease.renew():
+                    self.lost = True
+                    return
+        finally:
+            connection.close()  # this thread's own connection
 
 
 def lease_take(run_id: int) -> Lease | None:
@@ -214,22 +254,51 @@ def lease_take(run_id: int) -> Lease | None:
     return Lease(run_id, token) if claimed else None
 
 
+def _hold(run: Run, lease: Lease | None) -> Run:
+    """Inside an audited transaction: lock the run and check this worker still holds its lease.
+
+    Every write of the loop starts here, so a worker whose lease ran out (and whose run
+    another worker took over) rolls back instead of proposing or finishing a second time.
+    """
+    locked = Run.objects.select_for_update(no_key=True).get(pk=run.pk)
+    if lease is not None and (locked.lease_owner != lease.token or locked.status != RunStatus.RUNNING):
+        raise LeaseLost(f"run {run.pk} is no longer held by this worker")
+    return locked
+
+
+def _requeue(run: Run, lease: Lease) -> None:
+    """Give the run back to the queue: the task ends well before its time limit, another picks up."""
+    with audited_atomic():
+        released = Run.objects.filter(pk=run.pk, lease_owner=lease.token, status=RunStatus.RUNNING).update(
+            status=RunStatus.QUEUED, lease_owner="", lease_expires_at=None, enqueued_at=timezone.now()
+        )
+        if released:
+            enqueue_advance(run.pk)
+
+
 def run_advance(*, run_id: int) -> None:
     lease = lease_take(run_id)
     if lease is None:
         return  # a redelivered copy, or a run that is waiting or finished: nothing to do
     run = Run.objects.select_related("agent", "started_by").get(pk=run_id)
-    if run.started_at is None:
-        Run.objects.filter(pk=run.pk, started_at__isnull=True).update(started_at=timezone.now())
-        run.started_at = timezone.now()
-        with audited_atomic():
+    with audited_atomic():
+        if run.started_at is None:
+            run.started_at = timezone.now()
+            Run.objects.filter(pk=run.pk, started_at__isnull=True).update(started_at=run.started_at)
             audit_record(actor=run.agent, action="agents.run.started", target=run)
-    else:
-        with audited_atomic():
+        else:
             audit_record(actor=run.agent, action="agents.run.resumed", target=run)
     started = time.monotonic()
     try:
-        _loop(run, lease, started)
+        with LeaseKeeper(lease) as keeper:
+            _loop(run, lease, started, keeper)
+    except LeaseLost:
+        logger.info("run %s: lease lost to another worker; stopping here", run_id)
+    except SoftTimeLimitExceeded:
+        # The slice check in the loop normally ends the task long before this; a tool that ran
+        # past the soft limit is left "executing" and reconciled by the next worker.
+        logger.warning("run %s: task time limit reached; handing the run back to the queue", run_id)
+        _requeue(run, lease)
     except Exception as exc:
         logger.exception("run %s failed", run_id)
         with audited_atomic():
@@ -241,10 +310,11 @@ def run_advance(*, run_id: int) -> None:
         Run.objects.filter(pk=run_id).update(active_ms=F("active_ms") + elapsed_ms)
 
 
-def _loop(run: Run, lease: Lease, started: float) -> None:
+def _loop(run: Run, lease: Lease, started: float, keeper: LeaseKeeper) -> None:
     agent = run.agent
     reasoner = reasoner_for(agent)
     invalid = 0
+    progressed = False
     while True:
         run.refresh_from_db()
         if run.status != RunStatus.RUNNING or run.lease_owner != lease.token:
@@ -268,8 +338,12 @@ def _loop(run: Run, lease: Lease, started: float) -> None:
                 if locked.lease_owner == lease.token and not locked.is_terminal:
                     _finish(locked, status, error=message)
             return
-        if not lease.renew():
+        if keeper.lost or not lease.renew():
             return  # another worker took the run over (our lease expired)
+        if progressed and time.monotonic() - started > settings.RUN_SLICE_SECONDS:
+            _requeue(run, lease)  # a step boundary: let a fresh task go on, far from the time limit
+            return
+        progressed = True
 
         pending = (
             run.tool_calls.filter(status__in=[ToolCallStatus.APPROVED, ToolCallStatus.EXECUTING])
@@ -286,8 +360,9 @@ def _loop(run: Run, lease: Lease, started: float) -> None:
             action = reasoner.next_action(view)
         except ReasonerError as exc:
             with audited_atomic():
+                locked = _hold(run, lease)
                 _reasoning_step(run, Action(kind="invalid", error=str(exc)))
-                _finish(Run.objects.select_for_update(no_key=True).get(pk=run.pk), RunStatus.FAILED, error=str(exc))
+                _finish(locked, RunStatus.FAILED, error=str(exc))
             return
         action.prompt_tail = view.history[-2:]
         if redactor.mapping != run.redactions:
@@ -295,15 +370,15 @@ def _loop(run: Run, lease: Lease, started: float) -> None:
             run.redactions = redactor.mapping
 
         if action.kind == "final":
-            _complete(run, action, redactor)
+            _complete(run, action, redactor, lease=lease)
             return
-        outcome = _propose(run, agent, action, redactor)
+        outcome = _propose(run, agent, action, redactor, lease=lease)
         if outcome == "invalid":
             invalid += 1
             if invalid >= MAX_INVALID_PROPOSALS:
                 with audited_atomic():
                     _finish(
-                        Run.objects.select_for_update(no_key=True).get(pk=run.pk),
+                        _hold(run, lease),
                         RunStatus.FAILED,
                         error=f"The reasoner proposed {invalid} invalid actions in a row.",
                     )
@@ -441,15 +516,15 @@ def _reasoning_step(run: Run, action: Action) -> Step:
     )
 
 
-def _complete(run: Run, action: Action, redactor: Redactor) -> None:
+def _complete(run: Run, action: Action, redactor: Redactor, *, lease: Lease | None = None) -> None:
     from approvals.guardrails import check_final
 
     answer = redactor.restore(action.answer)
     hits = check_final(answer)
     blocked = [hit for hit in hits if hit.effect == "block"]
     with audited_atomic():
+        locked = _hold(run, lease)
         step = _reasoning_step(run, action)
-        locked = Run.objects.select_for_update(no_key=True).get(pk=run.pk)
         if hits:
             Step.objects.filter(pk=step.pk).update(
                 verdict="block" if blocked else "flag",
@@ -467,7 +542,7 @@ def _complete(run: Run, action: Action, redactor: Redactor) -> None:
             _finish(locked, RunStatus.SUCCEEDED, result=answer)
 
 
-def _propose(run: Run, agent: Agent, action: Action, redactor: Redactor) -> str:
+def _propose(run: Run, agent: Agent, action: Action, redactor: Redactor, *, lease: Lease | None = None) -> str:
     """Validate the proposed call, ask the policy, and record it. Returns what happened."""
     from approvals.policy import RunContext, checkpoint_verdict
     from approvals.services import approval_request_create
@@ -488,6 +563,7 @@ def _propose(run: Run, agent: Agent, action: Action, redactor: Redactor) -> str:
             problem = f"Arguments for {action.tool} are invalid: {json.dumps(exc.errors)}"
 
     with audited_atomic():
+        locked = _hold(run, lease)
         _reasoning_step(run, action)
         proposal = {
             "tool": action.tool,
@@ -568,7 +644,7 @@ def _propose(run: Run, agent: Agent, action: Action, redactor: Redactor) -> str:
         if verdict.verdict == "require_approval":
             ToolCall.objects.filter(pk=tool_call.pk).update(status=ToolCallStatus.AWAITING)
             tool_call.status = ToolCallStatus.AWAITING
-            locked = Run.objects.select_for_update(no_key=True).get(pk=run.pk)
+            locked.refresh_from_db(fields=["step_count", "cost"])
             locked.status = RunStatus.WAITING
             locked.lease_owner = ""
             locked.lease_expires_at = None
@@ -600,12 +676,16 @@ def _execute_with_timeout(tool, arguments: dict[str, Any], context: ToolContext)
     if connection.in_atomic_block:
         # Inside an outer transaction a second connection could not see its data: run inline.
         return tool.run(arguments, context)
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        future = pool.submit(call)
-        try:
-            return future.result(timeout=tool.timeout_seconds)
-        except FutureTimeout:
-            raise TimeoutError(f"{tool.name} did not finish within {tool.timeout_seconds} s") from None
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"tool-{tool.name}")
+    future = pool.submit(call)
+    try:
+        return future.result(timeout=tool.timeout_seconds)
+    except FutureTimeout:
+        raise TimeoutError(f"{tool.name} did not finish within {tool.timeout_seconds} s") from None
+    finally:
+        # Never wait for a hung tool: its thread is left to finish on its own. A retry passes
+        # the same idempotency key, so a late first attempt cannot apply the effect twice.
+        pool.shutdown(wait=False)
 
 
 def tool_call_execute(*, run: Run, tool_call: ToolCall) -> None:
@@ -620,8 +700,9 @@ def tool_call_execute(*, run: Run, tool_call: ToolCall) -> None:
         if tool_call.status != ToolCallStatus.EXECUTING:
             return  # someone else finished it meanwhile
         # Left "executing" by a crashed worker: look for the effect before doing anything.
+        # A read-only tool has no effect to look for; running it again is safe.
         output = tool.lookup(str(tool_call.idempotency_key)) if tool and tool.lookup else None
-        if output is None and (tool is None or tool.lookup is None):
+        if output is None and (tool is None or (tool.lookup is None and tool.risk != Risk.READ)):
             _tool_call_finish(
                 run,
                 tool_call,
@@ -753,6 +834,7 @@ def run_apply_decision(
     arguments: dict | None = None,
     comment: str = "",
     stop_run: bool = False,
+    stop_status: str = RunStatus.REJECTED,
 ) -> None:
     """Record a person's decision on a waiting call and make the run runnable again.
 
@@ -798,7 +880,10 @@ def run_apply_decision(
     if run.status != RunStatus.WAITING:
         return  # cancelled or ended meanwhile: the decision is recorded, nothing resumes
     if stop_run:
-        _finish(run, RunStatus.REJECTED, error=f"Rejected by {_name(reviewer)}: {comment}", actor=reviewer)
+        if stop_status == RunStatus.CANCELLED:
+            _finish(run, RunStatus.CANCELLED, error=f"Cancelled: {comment}", actor=reviewer)
+        else:
+            _finish(run, RunStatus.REJECTED, error=f"Rejected by {_name(reviewer)}: {comment}", actor=reviewer)
         return
     run.status = RunStatus.QUEUED
     run.enqueued_at = timezone.now()

@@ -82,6 +82,11 @@ class DecisionInputSerializer(serializers.Serializer):
     verdict = serializers.ChoiceField(choices=VERDICT_CHOICES)
     arguments = serializers.JSONField(required=False)
     comment = serializers.CharField(max_length=5000, required=False, allow_blank=True, default="")
+    arguments_hash = serializers.RegexField(
+        r"^[0-9a-f]{64}$",
+        required=False,
+        help_text="The approval's arguments_hash as the reviewer saw it: an approve of changed arguments gets 409.",
+    )
 
     def validate(self, attrs):
         if attrs["verdict"] == "edit" and not isinstance(attrs.get("arguments"), dict):

@@ -41,6 +41,8 @@ def approval_payload(approval: ApprovalRequest) -> dict[str, Any]:
         "summary": approval_summary(approval),
         "arguments": approval.arguments,
         "decided_arguments": approval.decided_arguments,
+        # Sent back with an approve, binds it to exactly these arguments (409 if they changed).
+        "arguments_hash": approval.pending_arguments_hash,
         "rationale": approval.rationale,
         "risk_class": approval.risk_class,
         "policy_reason": approval.policy_reason,

@@ -31,6 +31,7 @@ LEVEL_CHOICES = [(value, f"{value} · {label}") for value, label in AutonomyLeve
 
 class DecisionForm(forms.Form):
     verdict = forms.ChoiceField(choices=list(VERDICT_LABELS.items()))
+    arguments_hash = forms.RegexField(regex=r"^[0-9a-f]{64}$", required=False)
     comment = forms.CharField(max_length=5000, required=False, widget=forms.Textarea(attrs={"rows": 2}))
     edit_mode = forms.ChoiceField(choices=[("fields", "fields"), ("json", "json")], required=False)
     arguments_json = forms.CharField(

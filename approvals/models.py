@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
 from django.db import models
 
 from agents.models import Agent, Run, ToolCall
+from agents.tools import arguments_hash
 
 
 class Verdict(models.TextChoices):
@@ -118,6 +121,15 @@ class ApprovalRequest(models.Model):
 
     def __str__(self) -> str:
         return f"approval {self.pk}: {self.tool} ({self.status})"
+
+    @property
+    def pending_arguments(self) -> dict[str, Any]:
+        """What an approval would execute now: the proposal, or a reviewer's edit of it."""
+        return self.decided_arguments if self.decided_arguments is not None else self.arguments
+
+    @property
+    def pending_arguments_hash(self) -> str:
+        return self.arguments_hash if self.decided_arguments is None else arguments_hash(self.decided_arguments)
 
 
 class Decision(models.Model):

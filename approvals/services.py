@@ -8,7 +8,7 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from agents.models import Agent, Run, ToolCall
+from agents.models import Agent, Run, RunStatus, ToolCall
 from agents.tools import ToolArgumentsInvalid, registry
 from approvals.events import inbox_access_changed, inbox_event_publish
 from approvals.models import ApprovalKind, ApprovalRequest, ApprovalStatus, Decision
@@ -28,6 +28,10 @@ class DecisionInvalid(DomainError):
 
 class NotAllowed(Forbidden):
     code = "not_allowed"
+
+
+class ArgumentsChanged(Conflict):
+    code = "arguments_changed"
 
 
 VERDICTS = {
@@ -102,7 +106,11 @@ def approval_request_decide(
     verdict: str,
     arguments: dict[str, Any] | None = None,
     comment: str = "",
+    arguments_hash: str | None = None,
 ) -> ApprovalRequest:
+    """The only writer of decisions. ``arguments_hash``, when given, binds an approval to the
+    exact arguments the reviewer saw: if another reviewer edited them meanwhile, nothing is
+    decided and ArgumentsChanged (409) says so."""
     comment = (comment or "").strip()
     if not user_may_review(user=reviewer, agent=approval.agent):
         raise NotAllowed("You may not review this agent's approvals.")
@@ -116,9 +124,9 @@ def approval_request_decide(
     if verdict == "respond" and not comment:
         raise DecisionInvalid("An answer needs text.", details={"errors": {"comment": ["required"]}})
     starter_id = approval.run.started_by_id
-    if starter_id is not None and starter_id == reviewer.pk and approval.kind != ApprovalKind.REVIEW:
+    if starter_id is not None and starter_id == reviewer.pk:
         raise NotAllowed("You started this run: another reviewer must decide its actions (four-eyes).")
-    edited = _validated_edit(approval, arguments) if verdict == "edit" else None
+    edited, edit_verdict = _validated_edit(approval, arguments) if verdict == "edit" else (None, None)
 
     with audited_atomic():
         # The row lock serializes deciders; the status check below lets exactly one win.
@@ -132,6 +140,11 @@ def approval_request_decide(
             raise AlreadyDecided(
                 f"Already {locked.status} by {who}.", details={"status": locked.status, "decided_by": who}
             )
+        if arguments_hash and verdict in ("approve", "edit") and arguments_hash != locked.pending_arguments_hash:
+            raise ArgumentsChanged(
+                "The arguments changed since you loaded them (another reviewer edited them): review them again.",
+                details={"arguments": locked.pending_arguments, "arguments_hash": locked.pending_arguments_hash},
+            )
         if Decision.objects.filter(request=locked, reviewer=reviewer).exists():
             raise AlreadyDecided(
                 "You have already decided this request; a second reviewer must approve it.",
@@ -141,6 +154,8 @@ def approval_request_decide(
         now = timezone.now()
         if edited is not None:
             locked.decided_arguments = edited
+            # The policy has seen the edit: a rule it now meets can ask for more approvals, never fewer.
+            locked.required_approvals = max(locked.required_approvals, edit_verdict.required_approvals)
         approving = verdict in ("approve", "edit")
         if approving:
             # An edit changes what is approved: earlier approvals were of other arguments.
@@ -173,7 +188,7 @@ def approval_request_decide(
     return locked
 
 
-def _validated_edit(approval: ApprovalRequest, arguments: Any) -> dict[str, Any]:
+def _validated_edit(approval: ApprovalRequest, arguments: Any) -> tuple[dict[str, Any], CheckpointVerdict]:
     """Edited arguments must pass the tool's schema and the policy again (no raising past a block)."""
     tool = registry[approval.tool]
     try:
@@ -190,7 +205,7 @@ def _validated_edit(approval: ApprovalRequest, arguments: Any) -> dict[str, Any]
         raise DecisionInvalid(
             f"The edited arguments are refused: {verdict.reason}.", details={"errors": {"arguments": [verdict.reason]}}
         )
-    return edited
+    return edited, verdict
 
 
 def _resume(approval: ApprovalRequest, *, verdict: str, reviewer: Any, comment: str) -> None:
@@ -270,6 +285,7 @@ def approval_request_expire(*, approval_id: int, now: Any = None) -> int:
                 reviewer=None,
                 comment="expired: no decision before the deadline",
                 stop_run=action == Agent.ExpiryAction.CANCEL or approval.agent.on_reject == Agent.OnReject.STOP,
+                stop_status=RunStatus.CANCELLED if action == Agent.ExpiryAction.CANCEL else RunStatus.REJECTED,
             )
         inbox_event_publish(approval=approval, type="approval.updated")
         webhook_enqueue(approval=approval, event="approval.decided")

@@ -394,7 +394,12 @@ def inbox_detail(request: HttpRequest, approval_id: int) -> HttpResponse:
                 return _render(request, "inbox/detail.html", context, status=400)
     try:
         approval_request_decide(
-            approval=approval, reviewer=request.user, verdict=verdict, arguments=arguments, comment=comment
+            approval=approval,
+            reviewer=request.user,
+            verdict=verdict,
+            arguments=arguments,
+            comment=comment,
+            arguments_hash=form.cleaned_data.get("arguments_hash") or None,
         )
     except DomainError as exc:
         field_errors = _field_errors(exc.details)

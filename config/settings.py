@@ -269,6 +269,9 @@ except InvalidOperation:
 # --- Runtime -------------------------------------------------------------------------
 
 RUN_LEASE_SECONDS = env_int("RUN_LEASE_SECONDS", 120, minimum=1)
+# A task hands its run back to the queue at the first step boundary after this many seconds,
+# far from the task time limit; long runs go on in fresh tasks.
+RUN_SLICE_SECONDS = env_int("RUN_SLICE_SECONDS", max(CELERY_TASK_SOFT_TIME_LIMIT // 2, 1), minimum=1)
 # A queued run not picked up within this time is enqueued again (a lost doorbell).
 RUN_REQUEUE_AFTER_SECONDS = env_int("RUN_REQUEUE_AFTER_SECONDS", 120, minimum=1)
 TOOL_MAX_ATTEMPTS = env_int("TOOL_MAX_ATTEMPTS", 3, minimum=1)

@@ -1,5 +1,5 @@
 // An approval's page: live notice when someone else decides, the edit diff, keyboard.
-import { $, $$, pageState, setupKeysHelp, showPendingCount, typing } from "./dom.js";
+import { $, $$, onControl, pageState, setupKeysHelp, showPendingCount, typing } from "./dom.js";
 import { connectInbox, connectionIndicator } from "./live.js";
 
 const state = pageState();
@@ -57,6 +57,14 @@ function editedArguments() {
 
 const show = (value) => (value === undefined ? "(not set)" : JSON.stringify(value));
 
+// What the form started from: the arguments a first reviewer already approved with an edit
+// (an item that needs two approvals), else the proposal; as approvals/views.py picks them.
+function startArguments() {
+  const node = document.getElementById("decided-arguments");
+  const decided = node ? JSON.parse(node.textContent) : null;
+  return decided && Object.keys(decided).length ? decided : state.proposed || {};
+}
+
 function renderDiff() {
   const rows = editForm.querySelector("[data-field=diff-rows]");
   const none = editForm.querySelector("[data-field=diff-none]");
@@ -74,17 +82,17 @@ function renderDiff() {
     none.hidden = true;
     return false;
   }
-  const proposed = state.proposed || {};
-  const names = [...new Set([...Object.keys(proposed), ...Object.keys(edited)])];
+  const before = startArguments();
+  const names = [...new Set([...Object.keys(before), ...Object.keys(edited)])];
   let changed = 0;
   for (const name of names) {
-    if (JSON.stringify(proposed[name]) === JSON.stringify(edited[name])) continue;
+    if (JSON.stringify(before[name]) === JSON.stringify(edited[name])) continue;
     changed += 1;
     const tr = document.createElement("tr");
     tr.className = "changed";
     for (const [text, cls] of [
       [name, "name"],
-      [show(proposed[name]), "old"],
+      [show(before[name]), "old"],
       [show(edited[name]), "new"],
     ]) {
       const td = document.createElement("td");
@@ -155,11 +163,14 @@ function focusReject() {
 
 const toggleHelp = setupKeysHelp();
 document.addEventListener("keydown", (event) => {
-  if (event.key === "Escape" && typing(event)) {
+  const inControl = typing(event) || onControl(event.target);
+  if (event.key === "Escape" && inControl) {
     event.target.blur();
     return;
   }
-  if (typing(event)) return;
+  // On a control (a boolean field in the edit form, the "Confirm edit" button) a letter must not
+  // approve the unedited proposal or move focus away.
+  if (inControl) return;
   const primary = $("form.decision-primary");
   switch (event.key) {
     case "a":

@@ -43,11 +43,25 @@ export function leftText(iso, status) {
   return left <= 0 ? "overdue" : `${span(left)} left`;
 }
 
+// Input types that take typed characters; checkboxes, radios, buttons and the like do not.
+const TEXT_INPUTS = new Set([
+  "text", "search", "email", "url", "tel", "password", "number",
+  "date", "datetime-local", "month", "week", "time",
+]);
+
+// True when a key press belongs to what has focus (typing, or a shortcut with a modifier).
 export function typing(event) {
   const target = event.target;
   if (event.ctrlKey || event.metaKey || event.altKey) return true;
   if (!(target instanceof HTMLElement)) return false;
-  return target.isContentEditable || ["INPUT", "TEXTAREA", "SELECT"].includes(target.tagName);
+  if (target.isContentEditable) return true;
+  if (target instanceof HTMLInputElement) return TEXT_INPUTS.has(target.type);
+  return target instanceof HTMLTextAreaElement || target instanceof HTMLSelectElement;
+}
+
+// True when focus is on an interactive control (its own keys, Enter above all, are its business).
+export function onControl(target) {
+  return target instanceof Element && target.closest("a[href], button, input, select, textarea, summary, [contenteditable]") !== null;
 }
 
 // The page title and the navigation carry the pending count.

@@ -6,6 +6,7 @@ import {
   csrfToken,
   leftText,
   notice,
+  onControl,
   pageState,
   setupKeysHelp,
   showPendingCount,
@@ -21,6 +22,8 @@ const pending = new Set(state.pending_ids);
 const appliedSeq = new Map();
 let current = -1;
 let received = 0;
+// A full page may not show the whole list: items sorting after its last row are not known here.
+let truncated = $$("tr.inbox-row", tbody).length >= state.limit;
 
 const rows = () => $$("tr.inbox-row", tbody);
 const rowFor = (id) => tbody.querySelector(`tr.inbox-row[data-id="${Number(id)}"]`);
@@ -48,6 +51,7 @@ function fill(row, a) {
   row.dataset.primary = primary;
   row.dataset.created = a.created_at || "";
   row.dataset.deadline = a.deadline || "";
+  row.dataset.argumentsHash = a.arguments_hash || "";
   row.classList.toggle("decided", a.status !== "pending");
   const pick = row.querySelector("[data-field=pick]");
   pick.value = String(a.id);
@@ -75,19 +79,37 @@ function fill(row, a) {
   quick.hidden = !primary || a.status !== "pending";
 }
 
+// The server's order (approvals/selectors.py): newest first is created_at, id descending;
+// most urgent first is deadline ascending (none last), then created_at, id ascending.
+function sortKey(row) {
+  const created = Date.parse(row.dataset.created) || 0;
+  const id = Number(row.dataset.id);
+  if (state.filters.order !== "urgent") return [-created, -id];
+  const deadline = row.dataset.deadline ? Date.parse(row.dataset.deadline) : Infinity;
+  return [deadline, created, id];
+}
+
+function sortsBefore(a, b) {
+  const [x, y] = [sortKey(a), sortKey(b)];
+  const i = x.findIndex((value, n) => value !== y[n]);
+  return i >= 0 && x[i] < y[i];
+}
+
+// Inserts a row at its place; returns false when that place is not on this page.
 function insert(row) {
-  if (state.filters.order === "urgent") {
-    const deadline = row.dataset.deadline ? Date.parse(row.dataset.deadline) : Infinity;
-    const later = rows().find((other) => {
-      const theirs = other.dataset.deadline ? Date.parse(other.dataset.deadline) : Infinity;
-      return theirs > deadline;
-    });
-    tbody.insertBefore(row, later || null);
-  } else {
-    tbody.prepend(row);
-  }
+  const next = rows().find((other) => sortsBefore(row, other));
+  if (!next && truncated) return false;
+  const selected = currentRow();
+  tbody.insertBefore(row, next || null);
   const all = rows();
-  if (all.length > state.limit) all[all.length - 1].remove();
+  if (all.length > state.limit) {
+    all[all.length - 1].remove();
+    truncated = true;
+  }
+  // The selection stays on its row (a key press must not act on the row above it).
+  if (selected && selected.isConnected) current = rows().indexOf(selected);
+  else if (selected) select(current);
+  return true;
 }
 
 function removeRow(row) {
@@ -116,11 +138,12 @@ function apply(approval, seq) {
     if (row) {
       fill(row, approval);
     } else {
-      row = template.content.firstElementChild.cloneNode(true);
-      fill(row, approval);
-      insert(row);
-      row.classList.add("arrived");
-      setTimeout(() => row.classList.remove("arrived"), 2500);
+      const added = template.content.firstElementChild.cloneNode(true);
+      fill(added, approval);
+      if (insert(added)) {
+        added.classList.add("arrived");
+        setTimeout(() => added.classList.remove("arrived"), 2500);
+      }
     }
   } else if (row) {
     removeRow(row);
@@ -155,7 +178,10 @@ async function decide(row, verdict) {
       method: "POST",
       credentials: "same-origin",
       headers: { "Content-Type": "application/json", Accept: "application/json", "X-CSRFToken": csrfToken() },
-      body: JSON.stringify({ verdict }),
+      // The hash binds an approval to the arguments on screen: an edit made meanwhile is a 409.
+      body: JSON.stringify(
+        row.dataset.argumentsHash ? { verdict, arguments_hash: row.dataset.argumentsHash } : { verdict },
+      ),
     });
     const body = await response.json().catch(() => ({}));
     if (response.ok) {
@@ -179,8 +205,16 @@ function currentRow() {
 
 const toggleHelp = setupKeysHelp();
 
+// Shortcuts work while focus is on the page or a row. A row's checkbox counts as its row for the
+// letter keys (ticking items must not switch them off); Enter always belongs to a focused control.
+function keysAllowed(event) {
+  if (typing(event)) return false;
+  if (!onControl(event.target)) return true;
+  return event.key !== "Enter" && event.target.matches("tr.inbox-row [data-field=pick]");
+}
+
 document.addEventListener("keydown", (event) => {
-  if (typing(event)) return;
+  if (!keysAllowed(event)) return;
   const row = currentRow();
   switch (event.key) {
     case "j":

@@ -2,6 +2,8 @@
 // missed since the last seq it saw; the server replays stored events, so nothing is lost.
 
 const MAX_DELAY_MS = 8000;
+// How many seqs are remembered to drop duplicates (the server keeps as many per connection).
+const SEEN_LIMIT = 5000;
 
 // A refused handshake looks like any other failure; ask the page itself whether the session ended.
 async function signedOut() {
@@ -45,6 +47,7 @@ export function connectInbox({ path, lastSeq, onMessage, onState }) {
       }
       if (typeof message.seq !== "number" || seen.has(message.seq)) return;
       seen.add(message.seq);
+      if (seen.size > SEEN_LIMIT) seen.delete(seen.values().next().value); // the oldest added
       if (message.seq > seq) seq = message.seq;
       onMessage(message);
     });

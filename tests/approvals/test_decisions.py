@@ -229,3 +229,132 @@ def test_decision_resumes_and_refund_amount_is_exact(support_agent, starter, ass
     approval_request_decide(approval=approval, reviewer=assigned_reviewer, verdict="approve")
     services.run_advance(run_id=approval.run_id)
     assert LedgerEntry.objects.get().amount == Decimal("499.99")
+
+
+def test_an_edit_that_meets_a_two_approval_rule_needs_two_people(
+    support_agent, starter, assigned_reviewer, other_reviewer
+):
+    BusinessRule.objects.create(
+        tool="issue_refund", field="amount", operator=">=", value=1000, effect="require_two_approvals"
+    )
+    assign_perm("review_agent", other_reviewer, support_agent)
+    approval = waiting_refund(support_agent, starter, amount=120)
+    assert approval.required_approvals == 1
+    edited = approval_request_decide(
+        approval=approval,
+        reviewer=assigned_reviewer,
+        verdict="edit",
+        arguments={**approval.arguments, "amount": 1500},
+    )
+    assert edited.status == ApprovalStatus.PENDING
+    assert edited.required_approvals == 2 and edited.approvals_count == 1
+    assert Run.objects.get(pk=approval.run_id).status == RunStatus.WAITING
+    second = approval_request_decide(approval=approval, reviewer=other_reviewer, verdict="approve")
+    assert second.status == ApprovalStatus.APPROVED and second.decided_arguments["amount"] == 1500
+
+
+def test_an_approval_is_bound_to_the_arguments_the_reviewer_saw(
+    support_agent, starter, assigned_reviewer, other_reviewer
+):
+    BusinessRule.objects.create(
+        tool="issue_refund", field="amount", operator=">=", value=100, effect="require_two_approvals"
+    )
+    assign_perm("review_agent", other_reviewer, support_agent)
+    approval = waiting_refund(support_agent, starter, amount=120)
+    seen = client_for(other_reviewer).get(f"/api/v1/approvals/{approval.pk}/").json()
+    assert seen["arguments_hash"] == approval.arguments_hash
+    # Meanwhile the first reviewer lowers the amount.
+    approval_request_decide(
+        approval=approval, reviewer=assigned_reviewer, verdict="edit", arguments={**approval.arguments, "amount": 110}
+    )
+    url = f"/api/v1/approvals/{approval.pk}/decision/"
+    stale = client_for(other_reviewer).post(
+        url, {"verdict": "approve", "arguments_hash": seen["arguments_hash"]}, format="json"
+    )
+    assert stale.status_code == 409, stale.content
+    assert stale.json()["code"] == "arguments_changed"
+    approval.refresh_from_db()
+    assert approval.status == ApprovalStatus.PENDING and approval.approvals_count == 1
+    assert Decision.objects.filter(request=approval).count() == 1
+    fresh = client_for(other_reviewer).get(f"/api/v1/approvals/{approval.pk}/").json()
+    assert fresh["arguments_hash"] != seen["arguments_hash"]
+    current = client_for(other_reviewer).post(
+        url, {"verdict": "approve", "arguments_hash": fresh["arguments_hash"]}, format="json"
+    )
+    assert current.status_code == 200 and current.json()["status"] == ApprovalStatus.APPROVED
+    bad = client_for(other_reviewer).post(url, {"verdict": "approve", "arguments_hash": "xyz"}, format="json")
+    assert bad.status_code == 400
+
+
+def test_the_starter_cannot_review_their_own_executed_action(support_agent, starter, assigned_reviewer):
+    from approvals.services import NotAllowed
+
+    support_agent.autonomy_level = 3
+    support_agent.save()
+    assign_perm("review_agent", starter, support_agent)
+    approval = waiting_refund(support_agent, starter)
+    assert approval.kind == "review"
+    with pytest.raises(NotAllowed):
+        approval_request_decide(approval=approval, reviewer=starter, verdict="ok")
+    assert approval_request_decide(approval=approval, reviewer=assigned_reviewer, verdict="ok").status == "reviewed_ok"
+
+
+def test_expiry_with_the_cancel_action_cancels_the_run(support_agent, starter):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from approvals.services import approvals_sweep
+
+    support_agent.expiry_action = "cancel"
+    support_agent.save()
+    approval = waiting_refund(support_agent, starter)
+    approvals_sweep(now=timezone.now() + timedelta(seconds=support_agent.approval_deadline_seconds + 1))
+    run = Run.objects.get(pk=approval.run_id)
+    assert run.status == RunStatus.CANCELLED and "expired" in run.error
+    assert not LedgerEntry.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_decision_racing_the_expiry_sweeper_ends_in_one_state(support_agent, starter, assigned_reviewer):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from approvals.services import approval_request_expire
+
+    for _ in range(5):
+        approval = waiting_refund(support_agent, starter)
+        later = timezone.now() + timedelta(seconds=support_agent.approval_deadline_seconds + 1)
+        barrier = threading.Barrier(2)
+        outcomes: list[str] = []
+
+        def decide(approval=approval, barrier=barrier, outcomes=outcomes):
+            barrier.wait()
+            try:
+                approval_request_decide(approval=approval, reviewer=assigned_reviewer, verdict="approve")
+                outcomes.append("approved")
+            except AlreadyDecided:
+                outcomes.append("too late")
+            finally:
+                connection.close()
+
+        def expire(approval=approval, barrier=barrier, outcomes=outcomes):
+            barrier.wait()
+            try:
+                outcomes.append("expired" if approval_request_expire(approval_id=approval.pk, now=later) else "no-op")
+            finally:
+                connection.close()
+
+        threads = [threading.Thread(target=decide), threading.Thread(target=expire)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        approval.refresh_from_db()
+        assert sorted(outcomes) in (["approved", "no-op"], ["expired", "too late"]), outcomes
+        assert approval.status == ("approved" if "approved" in outcomes else "expired")
+        terminal = AuditEvent.objects.filter(
+            target_id=str(approval.pk), action__in=["approvals.request.decided", "approvals.request.expired"]
+        )
+        assert terminal.count() == 1

@@ -1,0 +1,42 @@
+"""The agent admin: a kill switch pulled there stops runs like the console's."""
+
+from __future__ import annotations
+
+import pytest
+
+from agents import services
+from agents.models import Agent, Run, RunStatus, Ticket
+from approvals.models import ApprovalRequest, ApprovalStatus
+from audit.models import AuditEvent
+
+pytestmark = pytest.mark.django_db
+
+
+def test_disabling_an_agent_in_the_admin_cancels_its_waiting_runs(client, support_agent, starter, operator):
+    ticket = Ticket.objects.first()
+    run = services.run_create(
+        agent=support_agent,
+        user=starter,
+        payload={"ticket_id": ticket.pk, "customer_email": "jane@example.com", "amount": 120, "currency": "USD"},
+    )
+    services.run_advance(run_id=run.pk)
+    assert Run.objects.get(pk=run.pk).status == RunStatus.WAITING
+    operator.is_superuser = True
+    operator.is_staff = True
+    operator.save()
+    client.force_login(operator)
+    url = f"/admin/agents/agent/{support_agent.pk}/change/"
+    form = client.get(url).context["adminform"].form
+    data = {name: value for name, value in form.initial.items() if value is not None}
+    for name, value in list(data.items()):
+        if isinstance(value, list | dict):
+            import json
+
+            data[name] = json.dumps(value)
+    data.update(enabled="", change_reason="refunds look wrong")
+    response = client.post(url, data)
+    assert response.status_code == 302, response.context["adminform"].form.errors if response.context else response
+    assert not Agent.objects.get(pk=support_agent.pk).enabled
+    assert Run.objects.get(pk=run.pk).status == RunStatus.CANCELLED
+    assert ApprovalRequest.objects.get(run=run).status == ApprovalStatus.CANCELLED
+    assert AuditEvent.objects.filter(action="agents.agent.kill_switch").count() == 1

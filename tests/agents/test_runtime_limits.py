@@ -1,0 +1,121 @@
+"""Leases, time slices and tool timeouts: a run survives slow parts without doing anything twice."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from agents import services, tools
+from agents.models import Agent, Run, RunStatus, Step, ToolCall
+from agents.reasoners.base import Action
+from audit.models import AuditEvent
+from audit.redaction import Redactor
+from tests.conftest import grant_tools
+
+
+def playbook_agent(steps, tools_=("kb_search", "issue_refund"), level=4) -> Agent:
+    return Agent.objects.create(
+        slug="limits",
+        name="limits",
+        objective="test",
+        scope="test",
+        tools=list(tools_),
+        autonomy_level=level,
+        playbook={"steps": list(steps)},
+    )
+
+
+@pytest.mark.django_db
+def test_a_worker_that_lost_its_lease_writes_nothing(operator):
+    grant_tools(operator, ["issue_refund"])
+    agent = playbook_agent([{"id": "r", "tool": "issue_refund", "arguments": {"amount": 10}}])
+    run = services.run_create(agent=agent, user=operator, payload={})
+    lease = services.lease_take(run.pk)
+    assert lease is not None
+    # The lease ran out while this worker was thinking, and another worker took the run.
+    Run.objects.filter(pk=run.pk).update(lease_owner="another-worker")
+    run.refresh_from_db()
+    events = AuditEvent.objects.count()
+    action = Action(kind="tool", tool="issue_refund", arguments={"amount": 10}, transcript={"playbook_step": "r"})
+    with pytest.raises(services.LeaseLost):
+        services._propose(run, agent, action, Redactor(), lease=lease)
+    with pytest.raises(services.LeaseLost):
+        services._complete(run, Action(kind="final", answer={"done": True}), Redactor(), lease=lease)
+    assert not ToolCall.objects.exists() and not Step.objects.exists()
+    assert AuditEvent.objects.count() == events
+    run.refresh_from_db()
+    assert run.status == RunStatus.RUNNING and run.lease_owner == "another-worker"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_lease_is_renewed_while_the_worker_is_busy(operator, settings):
+    settings.RUN_LEASE_SECONDS = 1
+    agent = playbook_agent([{"final": {"done": True}}])
+    run = services.run_create(agent=agent, user=operator, payload={})
+    lease = services.lease_take(run.pk)
+    first_expiry = Run.objects.get(pk=run.pk).lease_expires_at
+    with services.LeaseKeeper(lease) as keeper:
+        time.sleep(1.5)  # longer than the lease: without renewal another worker could take it
+        assert services.lease_take(run.pk) is None
+        assert not keeper.lost
+    assert Run.objects.get(pk=run.pk).lease_expires_at > first_expiry
+
+
+@pytest.mark.django_db
+def test_long_runs_go_on_in_fresh_tasks(operator, settings):
+    settings.RUN_SLICE_SECONDS = 0  # hand back at every step boundary
+    grant_tools(operator, ["kb_search"])
+    agent = playbook_agent(
+        [
+            {"id": "a", "tool": "kb_search", "arguments": {"query": "refund"}},
+            {"id": "b", "tool": "kb_search", "arguments": {"query": "policy"}},
+            {"final": {"done": True}},
+        ]
+    )
+    run = services.run_create(agent=agent, user=operator, payload={})
+    tasks = 0
+    while run.status not in (RunStatus.SUCCEEDED, RunStatus.FAILED) and tasks < 20:
+        services.run_advance(run_id=run.pk)
+        tasks += 1
+        run.refresh_from_db()
+        assert run.lease_owner == ""  # each task let go of the run
+    assert run.status == RunStatus.SUCCEEDED, run.error
+    assert tasks >= 3  # two tool calls and the answer, each in a task of its own
+    assert ToolCall.objects.filter(run=run).count() == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_hung_tool_times_out_without_holding_the_worker(operator, settings, monkeypatch):
+    settings.TOOL_RETRY_BASE_SECONDS = 0
+    settings.TOOL_MAX_ATTEMPTS = 2
+    grant_tools(operator, ["kb_search"])
+    release = threading.Event()
+
+    def hung(args, context):
+        release.wait(30)
+        return {"results": []}
+
+    original = tools.registry["kb_search"]
+    monkeypatch.setitem(
+        tools.registry, "kb_search", original.__class__(**{**original.__dict__, "func": hung, "timeout_seconds": 0.2})
+    )
+    agent = playbook_agent(
+        [
+            {"id": "s", "tool": "kb_search", "arguments": {"query": "x"}},
+            {"final": {"status": "{{steps.s.status}}", "error": "{{steps.s.error}}"}},
+        ]
+    )
+    run = services.run_create(agent=agent, user=operator, payload={})
+    started = time.monotonic()
+    try:
+        services.run_advance(run_id=run.pk)
+    finally:
+        release.set()
+    elapsed = time.monotonic() - started
+    run.refresh_from_db()
+    assert run.status == RunStatus.SUCCEEDED, run.error
+    assert run.result["status"] == "failed" and "did not finish within 0.2 s" in run.result["error"]
+    assert ToolCall.objects.get(run=run).attempts == 2
+    assert elapsed < 10  # two attempts of 0.2 s, not the 30 s the tool would hang
