@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.db import transaction
+
+from audit.services import audit_record, audited_atomic
 
 SUPPORT_AGENT: dict[str, Any] = {
     "slug": "support",
@@ -145,8 +146,11 @@ RULES: list[dict[str, Any]] = [
 ]
 
 
-def agent_upsert(definition: dict[str, Any], *, owner: Any = None) -> tuple[Any, bool]:
-    """Create or update an agent from a definition; validated before anything is saved."""
+def agent_upsert(
+    definition: dict[str, Any], *, owner: Any = None, actor: Any = "agent definitions"
+) -> tuple[Any, bool]:
+    """Create or update an agent from a definition; validated before anything is saved, and
+    audited (created, or the fields that changed with their old and new values)."""
     from agents.models import Agent
 
     fields = {key: value for key, value in definition.items() if key != "slug"}
@@ -154,14 +158,24 @@ def agent_upsert(definition: dict[str, Any], *, owner: Any = None) -> tuple[Any,
     unknown = sorted(set(fields) - known)
     if unknown:
         raise ValidationError({"__all__": [f"Unknown fields: {', '.join(unknown)}."]})
-    agent = Agent.objects.filter(slug=definition["slug"]).first()
-    created = agent is None
-    if agent is None:
-        agent = Agent(slug=definition["slug"], owner=owner)
-    for key, value in fields.items():
-        setattr(agent, key, value)
-    agent.full_clean()
-    agent.save()
+    with audited_atomic():
+        agent = Agent.objects.select_for_update(no_key=True).filter(slug=definition["slug"]).first()
+        created = agent is None
+        if agent is None:
+            agent = Agent(slug=definition["slug"], owner=owner)
+        changes = {
+            key: {"old": getattr(agent, key, None), "new": value}
+            for key, value in fields.items()
+            if created or getattr(agent, key, None) != value
+        }
+        for key, value in fields.items():
+            setattr(agent, key, value)
+        agent.full_clean()
+        agent.save()
+        if created:
+            audit_record(actor=actor, action="agents.agent.created", target=agent, data={"definition": fields})
+        elif changes:
+            audit_record(actor=actor, action="agents.agent.updated", target=agent, data={"changes": changes})
     return agent, created
 
 
@@ -170,14 +184,17 @@ def rules_seed() -> int:
 
     created = 0
     for rule in RULES:
-        _, made = BusinessRule.objects.get_or_create(
-            tool=rule["tool"],
-            field=rule["field"],
-            operator=rule["operator"],
-            effect=rule["effect"],
-            agent=None,
-            defaults={"value": rule["value"], "note": rule["note"]},
-        )
+        with audited_atomic():
+            made_rule, made = BusinessRule.objects.get_or_create(
+                tool=rule["tool"],
+                field=rule["field"],
+                operator=rule["operator"],
+                effect=rule["effect"],
+                agent=None,
+                defaults={"value": rule["value"], "note": rule["note"]},
+            )
+            if made:
+                audit_record(actor="demo data", action="approvals.rule.created", target=made_rule, data=rule)
         created += made
     return created
 
@@ -187,7 +204,7 @@ def seed_demo_data() -> list[str]:
     from agents.models import KnowledgeArticle, Ticket
 
     lines = []
-    with transaction.atomic():
+    with audited_atomic():
         for title, body in ARTICLES:
             KnowledgeArticle.objects.get_or_create(title=title, defaults={"body": body})
         if not Ticket.objects.exists():

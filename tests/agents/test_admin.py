@@ -40,3 +40,15 @@ def test_disabling_an_agent_in_the_admin_cancels_its_waiting_runs(client, suppor
     assert Run.objects.get(pk=run.pk).status == RunStatus.CANCELLED
     assert ApprovalRequest.objects.get(run=run).status == ApprovalStatus.CANCELLED
     assert AuditEvent.objects.filter(action="agents.agent.kill_switch").count() == 1
+
+
+def test_operators_edit_agents_and_rules_in_the_admin(client, support_agent):
+    from tests.conftest import make_user
+
+    operator = make_user("ops", "operators")
+    operator.is_staff = True
+    operator.save()
+    client.force_login(operator)
+    assert client.get(f"/admin/agents/agent/{support_agent.pk}/change/").status_code == 200
+    assert client.get("/admin/approvals/businessrule/add/").status_code == 200
+    assert client.get("/admin/audit/auditevent/").status_code == 403  # the audit log is for auditors

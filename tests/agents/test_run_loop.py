@@ -4,6 +4,7 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from django.utils import timezone
 
 from agents import services
 from agents.models import LedgerEntry, OutboxEmail, Run, RunStatus, Step, Ticket, ToolCall, ToolCallStatus
@@ -211,3 +212,61 @@ def test_ask_human_waits_for_an_answer(starter, assigned_reviewer, support_agent
     run = advance(run)
     assert run.status == RunStatus.SUCCEEDED
     assert run.result == {"answer": "Yes, the order qualifies"}
+
+
+def test_kill_switch_stops_a_running_run_at_the_next_step_boundary(support_agent, starter, operator, monkeypatch):
+    from agents import tools
+    from agents.models import Agent
+
+    support_agent.autonomy_level = 4
+    support_agent.save()
+    original = tools.registry["kb_search"]
+
+    def search_then_switch_off(args, context):
+        # The operator pulls the kill switch while this step runs.
+        services.agent_set_enabled(
+            agent=Agent.objects.get(pk=support_agent.pk), enabled=False, user=operator, reason="x"
+        )
+        return original.func(args, context)
+
+    monkeypatch.setitem(
+        tools.registry, "kb_search", original.__class__(**{**original.__dict__, "func": search_then_switch_off})
+    )
+    run = advance(services.run_create(agent=support_agent, user=starter, payload=refund_input(amount=20)))
+    assert run.status == RunStatus.CANCELLED and "kill switch" in run.error
+    assert list(ToolCall.objects.filter(run=run).values_list("tool", flat=True)) == ["kb_search"]
+    assert LedgerEntry.objects.count() == 0 and OutboxEmail.objects.count() == 0
+
+
+def test_cost_budget_stops_the_run_with_a_reason(support_agent, starter):
+    support_agent.max_cost = Decimal("0.50")
+    support_agent.save()
+    run = services.run_create(agent=support_agent, user=starter, payload=refund_input())
+    Run.objects.filter(pk=run.pk).update(cost=Decimal("0.75"))
+    run = advance(run)
+    assert run.status == RunStatus.FAILED and "Cost budget exhausted" in run.error
+    assert not ToolCall.objects.filter(run=run).exists()
+
+
+def test_the_sweeper_rings_again_for_a_lost_enqueue_and_an_expired_lease(
+    support_agent, starter, settings, django_capture_on_commit_callbacks, monkeypatch
+):
+    from agents import tasks
+
+    rung: list[int] = []
+    monkeypatch.setattr(tasks.advance_run, "delay", rung.append)
+    lost = services.run_create(agent=support_agent, user=starter, payload=refund_input())
+    crashed = services.run_create(agent=support_agent, user=starter, payload=refund_input())
+    fresh = services.run_create(agent=support_agent, user=starter, payload=refund_input())
+    long_ago = timezone.now() - timedelta(seconds=settings.RUN_REQUEUE_AFTER_SECONDS + 5)
+    Run.objects.filter(pk=lost.pk).update(enqueued_at=long_ago)
+    Run.objects.filter(pk=crashed.pk).update(
+        status=RunStatus.RUNNING, lease_owner="dead-worker", lease_expires_at=timezone.now() - timedelta(seconds=1)
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        counts = services.runs_recover()
+    assert counts == {"requeued": 1, "lease_expired": 1}
+    assert sorted(rung) == sorted([lost.pk, crashed.pk]) and fresh.pk not in rung
+    # the worker that picks the crashed run up takes it over and finishes the work
+    run = advance(Run.objects.get(pk=crashed.pk))
+    assert run.status == RunStatus.WAITING and run.lease_owner == ""
