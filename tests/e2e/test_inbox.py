@@ -334,3 +334,56 @@ def test_a_signed_out_page_says_so_instead_of_retrying_forever(pages, team, serv
     expect(banner.get_by_role("link", name="Sign in again")).to_have_attribute(
         "href", "/accounts/login/?next=%2Finbox%2F"
     )
+
+
+def test_keyboard_selection_and_bulk_reject_keep_the_form_on_errors(pages, team, celery_worker):
+    from playwright.sync_api import expect
+
+    team.agent.on_reject = Agent.OnReject.STOP  # a rejected run ends: no new items to follow
+    team.agent.save()
+    runs = [start_refund(team, amount=amount) for amount in (11, 12, 13)]
+    # The worker runs them side by side: the inbox order is the order the approvals were made.
+    approvals = sorted((wait_approval(run, "issue_refund") for run in runs), key=lambda a: (a.created_at, a.pk))
+    inbox = pages.open(team.alice)
+    wait_live(inbox)
+    for approval in approvals:
+        expect(row(inbox, approval.pk)).to_be_visible()
+    newest, middle, oldest = approvals[2], approvals[1], approvals[0]
+
+    # Newest first: x picks the current row, j moves down, x picks the next one.
+    inbox.keyboard.press("x")
+    inbox.keyboard.press("j")
+    expect(row(inbox, middle.pk)).to_have_class("inbox-row current")
+    inbox.keyboard.press("x")
+    expect(inbox.locator("#selected-count")).to_have_text("2")
+
+    # A bulk rejection without a reason is refused on the page; the selection is kept.
+    inbox.get_by_role("button", name="Reject selected").click()
+    expect(inbox.locator("#bulk-form .errors")).to_contain_text("A rejection needs a reason.")
+    assert ApprovalRequest.objects.filter(pk__in=[newest.pk, middle.pk], status="pending").count() == 2
+    expect(row(inbox, newest.pk).locator("[data-field=pick]")).to_be_checked()
+    expect(row(inbox, middle.pk).locator("[data-field=pick]")).to_be_checked()
+    expect(row(inbox, oldest.pk).locator("[data-field=pick]")).not_to_be_checked()
+
+    inbox.locator("#bulk-form input[name=comment]").fill("duplicate requests")
+    inbox.get_by_role("button", name="Reject selected").click()
+    expect(inbox.locator(".messages")).to_contain_text("Reject: 2 items.")
+    assert urlsplit(inbox.url).path == "/inbox/"
+    for approval in (newest, middle):
+        approval.refresh_from_db()
+        assert approval.status == ApprovalStatus.REJECTED and approval.resolution_comment == "duplicate requests"
+    shot(inbox, "inbox-after-bulk")
+
+    # r opens the remaining item's rejection form; a reason is required there too.
+    wait_live(inbox)
+    expect(row(inbox, oldest.pk)).to_have_class("inbox-row current")
+    inbox.keyboard.press("r")
+    inbox.wait_for_url(f"**/inbox/{oldest.pk}/#reject")
+    reason = inbox.locator("#negative-comment")
+    expect(reason).to_be_focused()
+    reason.fill("customer withdrew the request")
+    inbox.locator("#negative-form button[type=submit]").click()
+    expect(inbox.locator(".messages")).to_contain_text("Reject")
+    oldest.refresh_from_db()
+    assert oldest.status == ApprovalStatus.REJECTED
+    assert not LedgerEntry.objects.exists()
