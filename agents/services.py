@@ -29,7 +29,7 @@ from django.utils import timezone
 from agents.models import Agent, Run, RunStatus, Step, ToolCall, ToolCallStatus
 from agents.reasoners import Action, ReasonerError, reasoner_for
 from agents.reasoners.base import RunView, ToolSpec
-from agents.tools import Risk, ToolArgumentsInvalid, ToolContext, arguments_hash, registry
+from agents.tools import FINAL_ANSWER, Risk, ToolArgumentsInvalid, ToolContext, arguments_hash, registry
 from audit.redaction import Redactor
 from audit.services import audit_record, audited_atomic
 from config.api import Conflict, DomainError
@@ -350,6 +350,9 @@ def _loop(run: Run, lease: Lease, started: float, keeper: LeaseKeeper) -> None:
             .order_by("step")
             .first()
         )
+        if pending is not None and pending.tool == FINAL_ANSWER:
+            _final_answer_release(run, pending, lease=lease)
+            return
         if pending is not None:
             tool_call_execute(run=run, tool_call=pending)
             continue
@@ -538,8 +541,57 @@ def _complete(run: Run, action: Action, redactor: Redactor, *, lease: Lease | No
             )
         if blocked:
             _finish(locked, RunStatus.FAILED, error=f"The final answer was blocked by guardrail {blocked[0].name}.")
+        elif hits:
+            _final_answer_hold(locked, step=step, answer=answer, rationale=action.rationale, hits=hits)
         else:
             _finish(locked, RunStatus.SUCCEEDED, result=answer)
+
+
+def _final_answer_hold(run: Run, *, step: Step, answer: Any, rationale: str, hits: list[Any]) -> None:
+    """A flagged final answer waits for a person, as a flagged action does at every level:
+    approved, it becomes the run's result; rejected, the run ends."""
+    from approvals.policy import CheckpointVerdict
+    from approvals.services import approval_request_create
+
+    reason = f"the final answer was flagged by guardrail {hits[0].name}: {hits[0].message}"
+    arguments = {"answer": answer}
+    tool_call = ToolCall.objects.create(
+        run=run,
+        step=step.index,
+        tool=FINAL_ANSWER,
+        arguments=arguments,
+        arguments_hash=arguments_hash(arguments),
+        rationale=rationale,
+        verdict="require_approval",
+        verdict_reason=reason,
+        status=ToolCallStatus.AWAITING,
+    )
+    run.status = RunStatus.WAITING
+    run.lease_owner = ""
+    run.lease_expires_at = None
+    run.save(update_fields=["status", "lease_owner", "lease_expires_at"])
+    verdict = CheckpointVerdict(
+        "require_approval", reason, level=run.agent.autonomy_level, guardrails=[h.as_dict() for h in hits]
+    )
+    approval_request_create(run=run, tool_call=tool_call, verdict=verdict, risk_class=Risk.WRITE_IRREVERSIBLE)
+    audit_record(actor=run.agent, action="agents.run.paused", target=run, data={"tool": FINAL_ANSWER, "reason": reason})
+
+
+def _final_answer_release(run: Run, tool_call: ToolCall, *, lease: Lease) -> None:
+    """A person approved the flagged final answer: exactly that answer becomes the result."""
+    with audited_atomic():
+        locked = _hold(run, lease)
+        claimed = ToolCall.objects.filter(pk=tool_call.pk, status=ToolCallStatus.APPROVED).update(
+            status=ToolCallStatus.SUCCEEDED, output=tool_call.arguments
+        )
+        if not claimed:
+            return
+        if arguments_hash(tool_call.arguments) != tool_call.approved_hash:
+            # Fail closed, as for any approved call.
+            ToolCall.objects.filter(pk=tool_call.pk).update(status=ToolCallStatus.FAILED)
+            _finish(locked, RunStatus.FAILED, error="Refused: the answer differs from the approved answer.")
+            return
+        _finish(locked, RunStatus.SUCCEEDED, result=tool_call.arguments["answer"])
 
 
 def _propose(run: Run, agent: Agent, action: Action, redactor: Redactor, *, lease: Lease | None = None) -> str:

@@ -25,6 +25,10 @@ class Risk:
     CHOICES = (READ, WRITE_REVERSIBLE, WRITE_IRREVERSIBLE, FINANCIAL)
 
 
+# Not a tool: the name under which a flagged final answer waits for a person in the ledger.
+FINAL_ANSWER = "final_answer"
+
+
 @dataclass(frozen=True)
 class ToolContext:
     idempotency_key: str
@@ -105,6 +109,8 @@ registry: dict[str, Tool] = {}
 def register(tool: Tool) -> Tool:
     if tool.risk not in Risk.CHOICES:
         raise ValueError(f"{tool.name}: unknown risk class {tool.risk!r}")
+    if tool.name == FINAL_ANSWER:
+        raise ValueError(f"{FINAL_ANSWER!r} is reserved for final answers that wait for a person.")
     registry[tool.name] = tool
     return tool
 

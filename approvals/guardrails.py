@@ -1,7 +1,8 @@
 """Guardrails: checks on run input, proposed arguments, tool output and the final answer.
 
-A hit is either a ``flag`` (at levels 3-5 a person must look before the action runs) or a
-``block`` (the action is stopped at every level and the reasoner is told why). Safety
+A hit is either a ``flag`` (a person must look before the action runs, or before a flagged
+final answer becomes the result; a flagged tool output is recorded and marked in the trace) or
+a ``block`` (the action is stopped at every level and the reasoner is told why). Safety
 filters are pluggable: ``settings.SAFETY_FILTERS`` lists dotted paths of classes with a
 ``check(text) -> list[GuardrailHit]`` method; the built-in one uses keywords and regexes.
 """

@@ -9,7 +9,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from agents.models import Agent, Run, RunStatus, ToolCall
-from agents.tools import ToolArgumentsInvalid, registry
+from agents.tools import FINAL_ANSWER, ToolArgumentsInvalid, registry
 from approvals.events import inbox_access_changed, inbox_event_publish
 from approvals.models import ApprovalKind, ApprovalRequest, ApprovalStatus, Decision
 from approvals.policy import CheckpointVerdict, RunContext, checkpoint_verdict
@@ -152,7 +152,7 @@ def approval_request_decide(
             )
         Decision.objects.create(request=locked, reviewer=reviewer, verdict=verdict, arguments=edited, comment=comment)
         now = timezone.now()
-        if edited is not None:
+        if edited is not None and edit_verdict is not None:
             locked.decided_arguments = edited
             # The policy has seen the edit: a rule it now meets can ask for more approvals, never fewer.
             locked.required_approvals = max(locked.required_approvals, edit_verdict.required_approvals)
@@ -190,6 +190,8 @@ def approval_request_decide(
 
 def _validated_edit(approval: ApprovalRequest, arguments: Any) -> tuple[dict[str, Any], CheckpointVerdict]:
     """Edited arguments must pass the tool's schema and the policy again (no raising past a block)."""
+    if approval.tool == FINAL_ANSWER:
+        raise DecisionInvalid("A flagged final answer is approved or rejected, not edited.")
     tool = registry[approval.tool]
     try:
         edited = tool.validate_arguments(arguments)
@@ -211,7 +213,8 @@ def _validated_edit(approval: ApprovalRequest, arguments: Any) -> tuple[dict[str
 def _resume(approval: ApprovalRequest, *, verdict: str, reviewer: Any, comment: str) -> None:
     from agents.services import run_apply_decision
 
-    stop = verdict == "reject" and approval.agent.on_reject == Agent.OnReject.STOP
+    # A rejected final answer ends the run: there is nothing left to re-plan.
+    stop = verdict == "reject" and (approval.agent.on_reject == Agent.OnReject.STOP or approval.tool == FINAL_ANSWER)
     run_apply_decision(
         tool_call=approval.tool_call,
         outcome=RUN_OUTCOME[verdict],
@@ -284,7 +287,9 @@ def approval_request_expire(*, approval_id: int, now: Any = None) -> int:
                 outcome="rejected",
                 reviewer=None,
                 comment="expired: no decision before the deadline",
-                stop_run=action == Agent.ExpiryAction.CANCEL or approval.agent.on_reject == Agent.OnReject.STOP,
+                stop_run=action == Agent.ExpiryAction.CANCEL
+                or approval.agent.on_reject == Agent.OnReject.STOP
+                or approval.tool == FINAL_ANSWER,
                 stop_status=RunStatus.CANCELLED if action == Agent.ExpiryAction.CANCEL else RunStatus.REJECTED,
             )
         inbox_event_publish(approval=approval, type="approval.updated")

@@ -95,3 +95,55 @@ class NoRefundsFilter(KeywordSafetyFilter):
         from approvals.guardrails import GuardrailHit
 
         return [GuardrailHit("no_refunds", "flag", "mentions refunds")] if "refund" in text else []
+
+
+def flagged_answer_agent(level: int) -> Agent:
+    return Agent.objects.create(
+        slug=f"promiser{level}",
+        name="promiser",
+        objective="o",
+        scope="s",
+        tools=[],
+        autonomy_level=level,
+        playbook={"steps": [{"final": {"text": "We guarantee a full refund tomorrow."}}]},
+    )
+
+
+def test_a_flagged_final_answer_waits_for_a_person_and_only_that_answer_is_the_result(operator, reviewer):
+    from guardian.shortcuts import assign_perm
+
+    from approvals.models import ApprovalRequest
+    from approvals.services import DecisionInvalid, approval_request_decide
+
+    agent = flagged_answer_agent(level=4)
+    assign_perm("review_agent", reviewer, agent)
+    run = services.run_create(agent=agent, user=operator, payload={})
+    services.run_advance(run_id=run.pk)
+    run.refresh_from_db()
+    assert run.status == RunStatus.WAITING and run.result is None
+    approval = ApprovalRequest.objects.get(run=run)
+    assert approval.tool == "final_answer" and "guardrail safety" in approval.policy_reason
+    assert approval.arguments == {"answer": {"text": "We guarantee a full refund tomorrow."}}
+    with pytest.raises(DecisionInvalid):
+        approval_request_decide(approval=approval, reviewer=reviewer, verdict="edit", arguments={"answer": "x"})
+    approval_request_decide(approval=approval, reviewer=reviewer, verdict="approve")
+    services.run_advance(run_id=run.pk)
+    run.refresh_from_db()
+    assert run.status == RunStatus.SUCCEEDED
+    assert run.result == {"text": "We guarantee a full refund tomorrow."}
+
+
+def test_a_rejected_final_answer_ends_the_run(operator, reviewer):
+    from guardian.shortcuts import assign_perm
+
+    from approvals.models import ApprovalRequest
+    from approvals.services import approval_request_decide
+
+    agent = flagged_answer_agent(level=2)
+    assign_perm("review_agent", reviewer, agent)
+    run = services.run_create(agent=agent, user=operator, payload={})
+    services.run_advance(run_id=run.pk)
+    approval = ApprovalRequest.objects.get(run=run)
+    approval_request_decide(approval=approval, reviewer=reviewer, verdict="reject", comment="no promises")
+    run.refresh_from_db()
+    assert run.status == RunStatus.REJECTED and run.result is None and "no promises" in run.error
