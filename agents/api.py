@@ -3,6 +3,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib.auth import authenticate
+from django.contrib.auth.signals import user_logged_in
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
@@ -15,6 +16,7 @@ from rest_framework.views import APIView
 from agents import services
 from agents.models import Agent, Run, Step
 from agents.permissions import IsOperator, agents_visible_to, may_read_run, may_start_run
+from config.throttle import signin_failure_record, signin_throttle_check
 
 
 class TokenThrottle(AnonRateThrottle):
@@ -30,14 +32,27 @@ class TokenApi(APIView):
         username = serializers.CharField(max_length=150)
         password = serializers.CharField(max_length=256, trim_whitespace=False)
 
-    @extend_schema(request=InputSerializer, responses={200: dict})
+    @extend_schema(request=InputSerializer, responses={200: dict, 400: dict, 429: dict})
     def post(self, request):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
+        username = data.validated_data["username"]
+        # Over the limit, the password is not even checked: no auth.login_failed event either.
+        throttled = signin_throttle_check(request=request, username=username)
+        if throttled is not None:
+            return Response(
+                {"detail": throttled.message, "retry_after": throttled.retry_after},
+                status=429,
+                headers={"Retry-After": str(throttled.retry_after)},
+            )
         user = authenticate(request, **data.validated_data)
         if user is None or not user.is_active:
+            signin_failure_record(request=request, username=username)
             return Response({"detail": "Unable to sign in with these credentials."}, status=400)
         token, _ = Token.objects.get_or_create(user=user)
+        # A sign-in like the page's: the same signal audits it (auth.login, via token) and
+        # updates last_login. No session is created.
+        user_logged_in.send(sender=user.__class__, request=request, user=user, via="token")
         return Response({"token": token.key})
 
 

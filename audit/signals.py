@@ -19,6 +19,8 @@ def _client(request: Any) -> dict[str, str]:
 
 def on_logged_in(sender: Any, request: Any, user: Any, **kwargs: Any) -> None:
     data = {"username": user.get_username(), **_client(request)}
+    if kwargs.get("via"):
+        data["via"] = kwargs["via"]  # "token": POST /api/v1/auth/token/ sends the signal with it
     audit_record(actor=user, action="auth.login", target=user, data=data)
 
 

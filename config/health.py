@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import uuid
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import connection
 from django.db.models import Count, Min
+from django.db.utils import load_backend
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
@@ -27,10 +30,49 @@ logger = logging.getLogger(__name__)
 CHECK_TIMEOUT_SECONDS = 1.0
 
 
+# The database probe runs on these threads, each with its own short-lived connection, so the
+# request waits at most CHECK_TIMEOUT_SECONDS whatever the driver does. Two threads at most: a
+# probe stuck on a database that does not answer must not pile up threads (the driver timeouts
+# below end it soon after), and the next probe still gets a free one.
+_database_probes = ThreadPoolExecutor(max_workers=2, thread_name_prefix="healthz-db")
+
+
+def probe_settings(settings_dict: dict[str, Any]) -> dict[str, Any]:
+    """The database settings for a probe connection: never kept, and with the driver's own timeouts."""
+    probe = copy.deepcopy(settings_dict)
+    options = dict(probe.get("OPTIONS") or {})
+    if probe["ENGINE"] == "django.db.backends.postgresql":
+        # libpq and psycopg raise a connect timeout below 2 s to 2 s; the thread bounds the wait
+        # to 1 s, this ends the thread. The server ends a statement after 1 s.
+        options["connect_timeout"] = 2
+        options["tcp_user_timeout"] = 2000  # ms: a peer gone mid-query is noticed, not waited for
+        options.pop("pool", None)  # one plain connection, not a pool per probe
+        statement_timeout = f"-c statement_timeout={int(CHECK_TIMEOUT_SECONDS * 1000)}"
+        options["options"] = f"{options.get('options', '')} {statement_timeout}".strip()
+    elif probe["ENGINE"] == "django.db.backends.sqlite3":
+        options["timeout"] = CHECK_TIMEOUT_SECONDS  # the busy timeout, 20 s for the app
+    probe["OPTIONS"] = options
+    probe["CONN_MAX_AGE"] = 0
+    return probe
+
+
+def _probe_database(settings_dict: dict[str, Any]) -> None:
+    wrapper = load_backend(settings_dict["ENGINE"]).DatabaseWrapper(settings_dict)
+    try:
+        with wrapper.cursor() as cursor:
+            cursor.execute("SELECT 1")
+            cursor.fetchone()
+    finally:
+        wrapper.close()
+
+
 def check_database() -> None:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT 1")
-        cursor.fetchone()
+    future = _database_probes.submit(_probe_database, probe_settings(connection.settings_dict))
+    try:
+        future.result(timeout=CHECK_TIMEOUT_SECONDS)
+    except TimeoutError:  # concurrent.futures raises the built-in one since Python 3.11
+        future.cancel()  # if it still waits behind stuck probes, it never runs
+        raise TimeoutError(f"the database did not answer within {CHECK_TIMEOUT_SECONDS:.0f} s") from None
 
 
 def check_broker() -> None:

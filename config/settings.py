@@ -16,6 +16,9 @@ from urllib.parse import urlparse
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+# A plain module (no Django imports): settings may use it before the apps are loaded.
+from audit.redaction import url_masked
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -164,7 +167,7 @@ if EMBEDDED_REDIS:
     REDIS_URL = f"unix://{EMBEDDED_REDIS_SOCKET}"
 elif urlparse(REDIS_URL).scheme not in {"redis", "rediss", "unix"}:
     raise ImproperlyConfigured(
-        f"REDIS_URL={REDIS_URL!r} is not a Redis URL: set REDIS_URL to redis://host:6379/0, "
+        f"REDIS_URL={url_masked(REDIS_URL)!r} is not a Redis URL: set REDIS_URL to redis://host:6379/0, "
         "or unset it for the embedded default."
     )
 
@@ -209,6 +212,19 @@ CHANNEL_LAYERS = {
     }
 }
 
+# The cache holds the sign-in limits; in Redis, so that a limit holds across the web
+# processes (a per-process LocMem cache would multiply it by their number). Its keys carry a
+# prefix, and clear() deletes only those: the broker's queues live in the same database.
+CACHES = {
+    "default": {
+        "BACKEND": "config.cache.SharedRedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": "countersign:cache",
+        # A sign-in must not hang on a Redis that does not answer (the limiter then fails open).
+        "OPTIONS": {"socket_timeout": 1, "socket_connect_timeout": 1},
+    }
+}
+
 
 # --- Auth, API -------------------------------------------------------------------------
 
@@ -224,6 +240,11 @@ AUTH_PASSWORD_VALIDATORS = [
 LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/inbox/"
 LOGOUT_REDIRECT_URL = "/accounts/login/"
+# Failed sign-ins allowed per client IP and per username in a window of SIGNIN_WINDOW_SECONDS,
+# counted together on the sign-in page, the admin's and POST /api/v1/auth/token/; beyond, every
+# attempt is refused until the window ends (429 on the sign-in page and the API). config/throttle.py
+SIGNIN_FAILURES_PER_WINDOW = env_int("SIGNIN_FAILURES_PER_MINUTE", 10, minimum=1)
+SIGNIN_WINDOW_SECONDS = 60
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [

@@ -8,6 +8,15 @@ pytest_plugins = ["tests.live"]
 PASSWORD = "correct-horse-battery"
 
 
+@pytest.fixture(autouse=True)
+def cache_clear() -> None:
+    """The cache (Redis, shared with other processes) holds the sign-in limits: every test
+    starts with no failures counted. Only the cache's own keys go, never the broker's."""
+    from django.core.cache import cache
+
+    cache.clear()
+
+
 def make_user(username: str, *groups: str, **extra) -> User:
     user = User.objects.create_user(username=username, password=PASSWORD, email=f"{username}@example.com", **extra)
     for name in groups:

@@ -28,6 +28,7 @@ from django.conf import settings
 from django.db import connections
 
 from agents.embedded import EmbeddedRedis, EmbeddedRedisError, kill_group, spawn, stop_group
+from audit.redaction import url_masked
 
 BASE_DIR = Path(settings.BASE_DIR)
 CI = os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}
@@ -124,7 +125,9 @@ def embedded_redis() -> Iterator[EmbeddedRedis | None]:
     try:
         client.flushdb()
     except Exception as exc:
-        pytest.exit(f"REDIS_URL={settings.REDIS_URL} does not answer ({exc}): start it or unset REDIS_URL.", 3)
+        pytest.exit(
+            f"REDIS_URL={url_masked(settings.REDIS_URL)} does not answer ({exc}): start it or unset REDIS_URL.", 3
+        )
     finally:
         client.close()
     yield None

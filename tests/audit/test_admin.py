@@ -116,3 +116,21 @@ def test_non_staff_are_sent_to_the_admin_login(request, persona, event):
 def test_anonymous_is_sent_to_the_admin_login(event):
     response = Client().get(detail(event))
     assert response.status_code == 302 and response["Location"].startswith("/admin/login/")
+
+
+def test_filter_by_actor(staff_auditor, reviewer, other_reviewer):
+    mine = audit_record(actor=reviewer, action="tests.admin.mine")
+    audit_record(actor=other_reviewer, action="tests.admin.theirs")
+    audit_record(actor="policy", action="tests.admin.policy")
+    client = client_for(staff_auditor)
+
+    page = client.get(CHANGELIST).content.decode()
+    for actor in ("reviewer", "other_reviewer", "policy"):
+        assert f'href="?actor={actor}"' in page  # offered in the sidebar
+
+    response = client.get(CHANGELIST, {"actor": "reviewer"})
+    assert response.status_code == 200
+    assert [event.pk for event in response.context["cl"].result_list] == [mine.pk]
+    # Combined with the actor type filter.
+    response = client.get(CHANGELIST, {"actor": "policy", "actor_type__exact": "system"})
+    assert [event.action for event in response.context["cl"].result_list] == ["tests.admin.policy"]

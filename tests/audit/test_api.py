@@ -28,6 +28,15 @@ def api(auditor) -> APIClient:
 
 
 @pytest.fixture
+def support_agent(db):
+    """An agent made without audit events of its own (the shared fixture's upsert and rule seed
+    write some): these tests count and filter the whole log."""
+    from agents.models import Agent
+
+    return Agent.objects.create(slug="support", name="Support", objective="Help customers.", scope="Tickets.")
+
+
+@pytest.fixture
 def run(support_agent):
     from agents.models import Run
 

@@ -61,3 +61,15 @@ def test_sign_out_is_audited(outsider):
     client.post("/accounts/logout/")
     [event] = events("auth.logout")
     assert event.actor_repr == "outsider"
+
+
+def test_token_sign_in_is_audited(outsider):
+    response = APIClient(REMOTE_ADDR="10.4.5.6").post(
+        "/api/v1/auth/token/", {"username": "outsider", "password": PASSWORD}, HTTP_USER_AGENT="pytest-api"
+    )
+    assert response.status_code == 200
+    [event] = events("auth.login")
+    assert (event.actor_type, event.actor_id, event.actor_repr) == ("user", str(outsider.pk), "outsider")
+    assert event.data == {"username": "outsider", "ip": "10.4.5.6", "user_agent": "pytest-api", "via": "token"}
+    assert PASSWORD not in json.dumps(event.data) and response.json()["token"] not in json.dumps(event.data)
+    assert not events("auth.login_failed")

@@ -94,3 +94,19 @@ def test_progress_bar_on_a_terminal(events):
     call_command("audit_export", since="2000-01-01", stdout=out, stderr=err)
     assert "3/3 100%" in err.getvalue() and "exported 3 events" in err.getvalue()
     assert "100%" not in out.getvalue()
+
+
+@pytest.mark.parametrize("name", ['=HYPERLINK("http://evil.test")', "+1+1", "-2+3", "@SUM(A1)", "\tcmd", "\rcmd"])
+def test_csv_cells_cannot_run_as_formulas(name):
+    event = audit_record(actor=name, action="tests.export.formula", data={"note": name})
+    [row] = list(csv.DictReader(StringIO(export(since="2000-01-01", format="csv"))))
+    assert row["actor_repr"] == "'" + name
+    assert json.loads(row["data"]) == {"note": name}  # the JSON cell starts with "{": nothing to guard
+    # JSON lines are for programs: the value stays exact there.
+    [line] = export(since="2000-01-01", format="jsonl").splitlines()
+    assert json.loads(line)["actor_repr"] == name == AuditEvent.objects.get(pk=event.pk).actor_repr
+
+
+def test_csv_leaves_ordinary_cells_alone(events):
+    rows = list(csv.DictReader(StringIO(export(since="2000-01-01", format="csv"))))
+    assert rows[0]["actor_repr"] == "outsider" and rows[0]["action"] == "tests.export.one"

@@ -74,3 +74,61 @@ def test_metrics(client, support_agent, operator, django_assert_max_num_queries)
     assert samples[("countersign_runs", "failed")] == 0
     assert samples[("countersign_approvals_pending", None)] == 0
     assert ("countersign_tool_calls", "executing") in samples
+
+
+def test_a_database_that_does_not_answer_is_an_error_within_a_second(client, monkeypatch):
+    import threading
+    import time
+
+    released = threading.Event()
+
+    def hangs(settings_dict) -> None:
+        released.wait(10)  # a database that takes the connection and never answers
+
+    monkeypatch.setattr(health, "_probe_database", hangs)
+    try:
+        started = time.monotonic()
+        response = client.get("/healthz")
+        elapsed = time.monotonic() - started
+    finally:
+        released.set()
+    assert response.status_code == 503 and response.json()["database"] == "error"
+    # 1 s for the database; the broker and channel layer answer at once here.
+    assert elapsed < 1.8
+
+
+def test_the_database_probe_uses_its_own_connection(client, monkeypatch):
+    from django.db import connection
+
+    seen = []
+    probe = health._probe_database
+    monkeypatch.setattr(
+        health, "_probe_database", lambda settings_dict: seen.append(settings_dict) or probe(settings_dict)
+    )
+    assert client.get("/healthz").json()["database"] == "ok"
+    [settings_dict] = seen
+    assert settings_dict["NAME"] == connection.settings_dict["NAME"] and settings_dict["CONN_MAX_AGE"] == 0
+
+
+def test_probe_settings_bound_the_driver_on_postgresql():
+    configured = {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": "countersign",
+        "CONN_MAX_AGE": 600,
+        "OPTIONS": {"sslmode": "require", "options": "-c search_path=app"},
+    }
+    probe = health.probe_settings(configured)
+    assert probe["OPTIONS"] == {
+        "sslmode": "require",
+        "options": "-c search_path=app -c statement_timeout=1000",
+        "connect_timeout": 2,
+        "tcp_user_timeout": 2000,
+    }
+    assert probe["CONN_MAX_AGE"] == 0
+    assert configured["OPTIONS"] == {"sslmode": "require", "options": "-c search_path=app"}  # untouched
+
+
+def test_probe_settings_on_sqlite_keep_wal_and_shorten_the_busy_timeout():
+    configured = {"ENGINE": "django.db.backends.sqlite3", "NAME": "x.sqlite3", "OPTIONS": {"timeout": 20}}
+    probe = health.probe_settings(configured)
+    assert probe["OPTIONS"]["timeout"] == 1.0 and configured["OPTIONS"]["timeout"] == 20

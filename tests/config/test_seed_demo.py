@@ -6,7 +6,7 @@ import io
 
 import pytest
 from django.contrib.auth.models import User
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from guardian.shortcuts import get_perms
 
 from agents.models import Agent
@@ -15,9 +15,9 @@ from agents.tools import registry
 pytestmark = pytest.mark.django_db
 
 
-def seed() -> str:
+def seed(**options) -> str:
     out = io.StringIO()
-    call_command("seed_demo", stdout=out)
+    call_command("seed_demo", stdout=out, **{"force": True, **options})
     return out.getvalue()
 
 
@@ -52,3 +52,33 @@ def test_demo_password_from_the_environment(monkeypatch):
     monkeypatch.setenv("DEMO_PASSWORD", "another-demo-secret")
     assert "another-demo-secret" in seed()
     assert User.objects.get(username="reviewer2").check_password("another-demo-secret")
+
+
+def test_refused_with_debug_off_unless_forced(settings):
+    settings.DEBUG = False
+    with pytest.raises(CommandError, match=r"published password and DEBUG is off: run it with DEBUG=1 .* --force"):
+        seed(force=False)
+    assert not User.objects.exists()
+    assert "reviewer1  / countersign-demo" in seed(force=True)
+
+
+def test_runs_with_debug_on_as_make_run_sets_it(settings):
+    settings.DEBUG = True
+    assert "reviewer1  / countersign-demo" in seed(force=False)
+
+
+def test_refusal_on_the_command_line(tmp_path):
+    """What a deployment sees: DEBUG off, no --force, exit code 1 and the message, nothing written."""
+    import os
+    import subprocess
+    import sys
+
+    from django.conf import settings
+
+    env = {key: value for key, value in os.environ.items() if key not in {"DATABASE_URL", "REDIS_URL"}}
+    env.update(DEBUG="0", SECRET_KEY="x" * 50, COUNTERSIGN_VAR_DIR=str(tmp_path))
+    result = subprocess.run(
+        [sys.executable, "manage.py", "seed_demo"], cwd=settings.BASE_DIR, env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 1
+    assert "CommandError: seed_demo resets the demo users" in result.stderr

@@ -116,3 +116,21 @@ def test_sqlite_runs_in_wal_mode():
     with connection.cursor() as cursor:
         cursor.execute("PRAGMA journal_mode")
         assert cursor.fetchone()[0] == "wal"
+
+
+def test_a_bad_redis_url_is_named_without_its_password(monkeypatch, tmp_path):
+    with pytest.raises(ImproperlyConfigured) as error:
+        load_settings(monkeypatch, tmp_path, DEBUG="1", REDIS_URL="http://:hunter2-secret@cache.internal:6379/0")
+    assert "hunter2-secret" not in str(error.value)
+    assert "REDIS_URL='http://:***@cache.internal:6379/0' is not a Redis URL" in str(error.value)
+
+
+def test_the_cache_is_the_shared_redis(monkeypatch, tmp_path):
+    loaded = load_settings(monkeypatch, tmp_path, DEBUG="1")
+    cache = loaded["CACHES"]["default"]
+    assert cache["BACKEND"] == "config.cache.SharedRedisCache"
+    assert cache["LOCATION"] == f"unix://{tmp_path / 'redis.sock'}" and cache["KEY_PREFIX"]
+    production = load_settings(
+        monkeypatch, tmp_path, SECRET_KEY="x" * 50, REDIS_URL="redis://:pw@cache.internal:6379/2"
+    )
+    assert production["CACHES"]["default"]["LOCATION"] == "redis://:pw@cache.internal:6379/2"

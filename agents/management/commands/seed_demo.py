@@ -6,8 +6,9 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.models import Group, Permission, User
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 from guardian.shortcuts import assign_perm
 
@@ -40,9 +41,27 @@ def demo_logins() -> list[str]:
 
 
 class Command(BaseCommand):
-    help = "Create the demo users (operator, reviewer1, reviewer2, auditor), the demo agents and their grants."
+    help = (
+        "Create the demo users (operator, reviewer1, reviewer2, auditor), the demo agents and their grants. "
+        "Resets the demo users' passwords to the published one, so it runs only with DEBUG=1 or --force."
+    )
 
-    def handle(self, *args: Any, **options: Any) -> None:
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--force",
+            action="store_true",
+            help="Seed even with DEBUG off (the demo users get the published password).",
+        )
+
+    def handle(self, *args: Any, force: bool = False, **options: Any) -> None:
+        if not (settings.DEBUG or force):
+            # The demo password is printed and documented: on a real deployment it would open
+            # the operator's and the auditor's accounts (and reset them if someone changed them).
+            raise CommandError(
+                "seed_demo resets the demo users (operator, reviewer1, reviewer2, auditor) to a published "
+                "password and DEBUG is off: run it with DEBUG=1 (as make run does) on a development "
+                "machine, or pass --force if you really want demo users here."
+            )
         with transaction.atomic():
             users = {spec.username: self.user_upsert(spec) for spec in DEMO_USERS}
             lines = self.agents_seed()

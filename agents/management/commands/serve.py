@@ -25,6 +25,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from agents.embedded import EmbeddedRedis, EmbeddedRedisError, kill_group, spawn
 from agents.management.commands.seed_demo import DEMO_USERS, demo_logins
+from audit.redaction import url_masked
 
 READY_TIMEOUT_SECONDS = 60.0
 # Celery finishes the task in hand on SIGTERM; tasks are acked late and safe to run again,
@@ -67,7 +68,7 @@ class Command(BaseCommand):
                 self.stdout.write(f"Redis: private server on {redis.socket_path} (started in {redis.started_in:.3f} s)")
             else:
                 self.broker_check()
-                self.stdout.write(f"Redis: {settings.REDIS_URL}")
+                self.stdout.write(f"Redis: {url_masked(settings.REDIS_URL)}")
             call_command("migrate", interactive=False, verbosity=0)
             if self.stopping:
                 return
@@ -108,7 +109,7 @@ class Command(BaseCommand):
             client.ping()
         except Exception as exc:
             raise CommandError(
-                f"REDIS_URL={settings.REDIS_URL} does not answer ({exc}): start that Redis, "
+                f"REDIS_URL={url_masked(settings.REDIS_URL)} does not answer ({exc}): start that Redis, "
                 "or unset REDIS_URL to use the private embedded one."
             ) from None
         finally:

@@ -12,6 +12,10 @@ from audit.api import AuditEventOutputSerializer
 from audit.selectors import audit_event_list, parse_moment
 
 COLUMNS = AuditEventOutputSerializer.Meta.fields
+# A spreadsheet runs a cell that starts with one of these as a formula (CSV injection: an
+# actor or target named "=HYPERLINK(...)"); a leading apostrophe makes it text. Only CSV is
+# guarded: JSON lines are read by programs and stay byte-exact, so their hashes still check.
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 
 
 class _Plain:
@@ -28,10 +32,17 @@ def _row(event: dict[str, Any]) -> dict[str, Any]:
     return {**event, "created_at": event["created_at"].isoformat()}
 
 
+def csv_cell(value: Any) -> Any:
+    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
+        return "'" + value
+    return value
+
+
 class Command(BaseCommand):
     help = (
         "Stream audit events in id order as JSON lines or CSV. --since is inclusive, --until exclusive; "
-        "a date means its midnight (UTC). The hashes are included so the export can be checked."
+        "a date means its midnight (UTC). The hashes are included so the export can be checked. "
+        "In CSV, a cell a spreadsheet would run as a formula (= + - @ tab CR) gets a leading apostrophe."
     )
 
     def add_arguments(self, parser):
@@ -75,14 +86,18 @@ class Command(BaseCommand):
             raise CommandError(f"{option}: {exc}") from None
 
     def _write(self, rows, out: TextIO | _Plain, fmt: str, total: int, show_progress: bool) -> int:
-        writer = csv.DictWriter(out, fieldnames=COLUMNS, lineterminator="\n") if fmt == "csv" else None
+        # RFC 4180 line ends: the writer quotes a cell only if it holds a character of the line
+        # terminator, so with "\n" alone a carriage return in a name went out unquoted and broke
+        # every reader.
+        writer = csv.DictWriter(out, fieldnames=COLUMNS, lineterminator="\r\n") if fmt == "csv" else None
         if writer is not None:
             writer.writeheader()
         written = 0
         for event in rows:
             row = _row(event)
             if writer is not None:
-                writer.writerow({**row, "data": json.dumps(row["data"], sort_keys=True, ensure_ascii=False)})
+                cells = {**row, "data": json.dumps(row["data"], sort_keys=True, ensure_ascii=False)}
+                writer.writerow({name: csv_cell(value) for name, value in cells.items()})
             else:
                 out.write(json.dumps(row, ensure_ascii=False) + "\n")
             written += 1
