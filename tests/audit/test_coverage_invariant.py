@@ -12,7 +12,6 @@ from datetime import timedelta
 
 import pytest
 from django.utils import timezone
-from guardian.shortcuts import assign_perm
 from rest_framework.test import APIClient
 
 from agents import services
@@ -20,6 +19,7 @@ from agents.models import Run, RunStatus, Step, Ticket, ToolCall, ToolCallStatus
 from approvals.models import ApprovalRequest, ApprovalStatus, Decision
 from approvals.services import approval_request_decide, approvals_sweep
 from audit.models import AuditEvent
+from tests.conftest import PASSWORD
 
 pytestmark = pytest.mark.django_db
 
@@ -39,9 +39,26 @@ def pending(run, tool="issue_refund"):
     return ApprovalRequest.objects.get(run=run, tool=tool, status=ApprovalStatus.PENDING)
 
 
-def test_audit_events_match_state_changes(support_agent, starter, assigned_reviewer, operator, other_reviewer):
-    assign_perm("review_agent", other_reviewer, support_agent)
-    level_changes = kill_switches = cancels = 0
+def test_audit_events_match_state_changes(
+    support_agent, starter, assigned_reviewer, operator, other_reviewer, client, settings
+):
+    from django.contrib.auth.models import Group
+
+    from approvals.models import BusinessRule
+    from approvals.services import business_rule_save, reviewer_assignment_set
+
+    level_changes = kill_switches = cancels = rule_changes = 0
+    assert reviewer_assignment_set(agent=support_agent, reviewer=other_reviewer, granted=True, by=operator)
+    assert not reviewer_assignment_set(agent=support_agent, reviewer=other_reviewer, granted=True, by=operator)
+    rule = BusinessRule.objects.get(tool="issue_refund", operator=">", value=500)
+    rule.note = "Refunds over $500 need a person (checked monthly)."
+    business_rule_save(rule=rule, by=operator, reason="wording")
+    rule_changes += 1
+
+    # Sign-ins: one good, one bad (the page, as a person would).
+    assert client.post("/accounts/login/", {"username": "reviewer", "password": "wrong"}).status_code == 200
+    assert client.post("/accounts/login/", {"username": "reviewer", "password": PASSWORD}).status_code == 302
+    client.post("/accounts/logout/")
 
     approved = start(support_agent, starter, 100)
     approval_request_decide(approval=pending(approved), reviewer=assigned_reviewer, verdict="approve")
@@ -60,7 +77,11 @@ def test_audit_events_match_state_changes(support_agent, starter, assigned_revie
     )
     services.run_advance(run_id=rejected.pk)
 
+    leads = Group.objects.create(name="support-leads")
+    support_agent.escalation_group = leads
+    support_agent.save()
     expiring = start(support_agent, starter, 75)
+    approvals_sweep(now=timezone.now() + timedelta(seconds=support_agent.approval_sla_seconds + 5))
     approvals_sweep(now=timezone.now() + timedelta(seconds=support_agent.approval_deadline_seconds + 5))
     services.run_advance(run_id=expiring.pk)
 
@@ -72,6 +93,14 @@ def test_audit_events_match_state_changes(support_agent, starter, assigned_revie
     ).json()["results"]
     assert [item["status"] for item in results] == [200, 200, 200]
 
+    # The inbox page's bulk form, as a reviewer in the browser would.
+    page_bulk = [start(support_agent, starter, amount) for amount in (40, 41)]
+    client.force_login(other_reviewer)
+    response = client.post(
+        "/inbox/bulk/", {"ids": [pending(run).pk for run in page_bulk], "verdict": "reject", "comment": "dup"}
+    )
+    assert response.status_code == 302
+
     services.agent_set_level(agent=support_agent, level=3, user=operator, reason="trusted")
     level_changes += 1
     services.run_advance(run_id=bulk[0].pk)  # continues at level 3: executes and queues reviews
@@ -82,6 +111,16 @@ def test_audit_events_match_state_changes(support_agent, starter, assigned_revie
         payload={"ticket_id": Ticket.objects.first().pk, "customer_email": "jane@example.com", "amount": 60},
     )
     services.run_cancel(run=cancelled, user=operator, reason="wrong customer")
+    cancels += 1
+    # A running run is asked to stop, and stops at its next step boundary.
+    running = services.run_create(
+        agent=support_agent,
+        user=starter,
+        payload={"ticket_id": Ticket.objects.first().pk, "customer_email": "jane@example.com", "amount": 61},
+    )
+    Run.objects.filter(pk=running.pk).update(status=RunStatus.RUNNING)
+    services.run_cancel(run=running, user=operator, reason="customer called")
+    services.run_advance(run_id=running.pk)
     cancels += 1
 
     services.agent_set_enabled(agent=support_agent, enabled=False, user=operator, reason="incident")
@@ -105,7 +144,7 @@ def test_audit_events_match_state_changes(support_agent, starter, assigned_revie
         .count()
     )
     assert counts["approvals.request.created"] == ApprovalRequest.objects.count()
-    assert counts["approvals.request.decided"] == Decision.objects.count() == 6
+    assert counts["approvals.request.decided"] == Decision.objects.count() == 8
     assert (
         counts["approvals.request.expired"]
         == ApprovalRequest.objects.filter(status=ApprovalStatus.EXPIRED).count()
@@ -116,11 +155,20 @@ def test_audit_events_match_state_changes(support_agent, starter, assigned_revie
     )
     assert counts["agents.agent.level_changed"] == level_changes
     assert counts["agents.agent.kill_switch"] == kill_switches
+    assert counts["agents.run.cancel_requested"] == Run.objects.filter(cancel_requested=True).count() == 1
     assert (
-        counts["agents.run.cancel_requested"]
-        + Run.objects.filter(status=RunStatus.CANCELLED, error__startswith="Cancelled by").count()
-        >= cancels
+        Run.objects.filter(status=RunStatus.CANCELLED, agent=support_agent)
+        .exclude(error__contains="kill switch")
+        .count()
+        == cancels
     )
+    assert counts["approvals.request.escalated"] == ApprovalRequest.objects.exclude(escalated_at=None).count() >= 1
+    assert counts["approvals.rule.changed"] == rule_changes
+    assert counts["approvals.rule.created"] == BusinessRule.objects.count()
+    assert counts["approvals.reviewer.assigned"] == 1
+    assert counts["auth.login_failed"] == 1
+    assert counts["auth.login"] == 2  # the password sign-in and the inbox reviewer's session
+    assert counts["auth.logout"] == 1
     assert counts["agents.step.reasoning"] == Step.objects.filter(kind=Step.Kind.REASONING).count()
     assert counts["agents.run.started"] == Run.objects.exclude(started_at=None).count()
     decisions_in_steps = Step.objects.filter(kind=Step.Kind.DECISION).count()
