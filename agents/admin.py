@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import admin
+from django.core.exceptions import PermissionDenied
 from guardian.admin import GuardedModelAdmin
 
 from agents.models import Agent, KnowledgeArticle, LedgerEntry, OutboxEmail, Run, Step, Ticket, ToolCall
@@ -60,6 +61,25 @@ class AgentAdmin(GuardedModelAdmin):
     list_display = ("slug", "name", "autonomy_level", "enabled", "reasoner", "updated_at")
     list_filter = ("enabled", "autonomy_level", "reasoner")
     search_fields = ("slug", "name")
+
+    # Guardian's object-permission pages would let any staff user who may change agents grant
+    # review and start rights unaudited; grants go through the console (audited) instead.
+    def obj_perms_manage_view(self, request, object_pk):
+        self._superuser_only(request)
+        return super().obj_perms_manage_view(request, object_pk)
+
+    def obj_perms_manage_user_view(self, request, object_pk, user_id):
+        self._superuser_only(request)
+        return super().obj_perms_manage_user_view(request, object_pk, user_id)
+
+    def obj_perms_manage_group_view(self, request, object_pk, group_id):
+        self._superuser_only(request)
+        return super().obj_perms_manage_group_view(request, object_pk, group_id)
+
+    @staticmethod
+    def _superuser_only(request) -> None:
+        if not request.user.is_superuser:
+            raise PermissionDenied("Reviewer and start rights are granted in the console, where they are audited.")
 
     def save_model(self, request, obj, form, change):
         with audited_atomic():

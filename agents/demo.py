@@ -176,6 +176,11 @@ def agent_upsert(
             audit_record(actor=actor, action="agents.agent.created", target=agent, data={"definition": fields})
         elif changes:
             audit_record(actor=actor, action="agents.agent.updated", target=agent, data={"changes": changes})
+            if "enabled" in changes and not agent.enabled:
+                from agents.services import agent_runs_stop
+
+                # A definition that disables the agent is a kill switch like any other.
+                agent_runs_stop(agent=agent, user=None)
     return agent, created
 
 

@@ -231,7 +231,13 @@ class LeaseKeeper:
         interval = max(settings.RUN_LEASE_SECONDS / 3, 0.05)
         try:
             while not self._stop.wait(interval):
-                if not self.lease.renew():
+                try:
+                    renewed = self.lease.renew()
+                except Exception:  # noqa: BLE001 - a dropped connection: reconnect and go on
+                    logger.warning("run %s: lease renewal failed; retrying", self.lease.run_id, exc_info=True)
+                    connection.close()
+                    continue
+                if not renewed:
                     self.lost = True
                     return
         finally:
@@ -330,8 +336,15 @@ def _loop(run: Run, lease: Lease, started: float, keeper: LeaseKeeper) -> None:
                 "on_reject",
             ]
         )
+        pending = (
+            run.tool_calls.filter(status__in=[ToolCallStatus.APPROVED, ToolCallStatus.EXECUTING])
+            .order_by("step")
+            .first()
+        )
         stop = _stop_reason(run, agent, active_ms=run.active_ms + int((time.monotonic() - started) * 1000))
-        if stop:
+        # A cancel or the kill switch stops everything; a budget stops new reasoning, not a call
+        # (or final answer) a person already approved: that one runs, then the budget applies.
+        if stop and not (pending is not None and stop[0] == RunStatus.FAILED):
             status, message = stop
             with audited_atomic():
                 locked = Run.objects.select_for_update(no_key=True).get(pk=run.pk)
@@ -345,11 +358,6 @@ def _loop(run: Run, lease: Lease, started: float, keeper: LeaseKeeper) -> None:
             return
         progressed = True
 
-        pending = (
-            run.tool_calls.filter(status__in=[ToolCallStatus.APPROVED, ToolCallStatus.EXECUTING])
-            .order_by("step")
-            .first()
-        )
         if pending is not None and pending.tool == FINAL_ANSWER:
             _final_answer_release(run, pending, lease=lease)
             return
@@ -784,6 +792,30 @@ def tool_call_execute(*, run: Run, tool_call: ToolCall) -> None:
                 output = _execute_with_timeout(tool, tool_call.arguments, context)
                 error = ""
                 break
+            except SoftTimeLimitExceeded:
+                raise  # the task is out of time, not the tool: run_advance hands the run on
+            except TimeoutError as exc:
+                error = f"TimeoutError: {exc}"
+                logger.warning("tool %s timed out on attempt %s for run %s", tool.name, attempt + 1, run.pk)
+                if tool.risk != Risk.READ:
+                    # The hung attempt may still apply its effect after this: retrying, or telling
+                    # the reasoner "failed" so it proposes again, could act twice. Look for the
+                    # effect; without proof either way a person reconciles.
+                    output = tool.lookup(str(tool_call.idempotency_key)) if tool.lookup else None
+                    if output is None:
+                        _tool_call_finish(
+                            run,
+                            tool_call,
+                            status=ToolCallStatus.UNKNOWN,
+                            error=f"{error}; the effect may still happen, so a person must reconcile it.",
+                            latency_ms=int((time.monotonic() - started) * 1000),
+                            fail_run=True,
+                        )
+                        return
+                    error = ""
+                    break
+                if attempt + 1 < settings.TOOL_MAX_ATTEMPTS:
+                    ToolCall.objects.filter(pk=tool_call.pk).update(attempts=F("attempts") + 1)
             except Exception as exc:  # noqa: BLE001 - any tool failure is recorded and retried
                 error = f"{type(exc).__name__}: {exc}"
                 logger.warning(

@@ -47,8 +47,6 @@ def probe_settings(settings_dict: dict[str, Any]) -> dict[str, Any]:
         options["connect_timeout"] = 2
         options["tcp_user_timeout"] = 2000  # ms: a peer gone mid-query is noticed, not waited for
         options.pop("pool", None)  # one plain connection, not a pool per probe
-        statement_timeout = f"-c statement_timeout={int(CHECK_TIMEOUT_SECONDS * 1000)}"
-        options["options"] = f"{options.get('options', '')} {statement_timeout}".strip()
     elif probe["ENGINE"] == "django.db.backends.sqlite3":
         options["timeout"] = CHECK_TIMEOUT_SECONDS  # the busy timeout, 20 s for the app
     probe["OPTIONS"] = options
@@ -60,6 +58,9 @@ def _probe_database(settings_dict: dict[str, Any]) -> None:
     wrapper = load_backend(settings_dict["ENGINE"]).DatabaseWrapper(settings_dict)
     try:
         with wrapper.cursor() as cursor:
+            if wrapper.vendor == "postgresql":
+                # Set after connecting, not as a startup option, which PgBouncer refuses.
+                cursor.execute("SET statement_timeout = %s", [int(CHECK_TIMEOUT_SECONDS * 1000)])
             cursor.execute("SELECT 1")
             cursor.fetchone()
     finally:

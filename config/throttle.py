@@ -1,13 +1,19 @@
-"""Limits on failed sign-ins, per client IP and per username, in the Django cache (Redis).
+"""Limits on failed sign-ins, in the Django cache (Redis), shared by every web process.
 
 Every failed sign-in writes an audit event and takes the audit chain lock; without a limit a
-password-guessing script floods the append-only log. After ``SIGNIN_FAILURES_PER_WINDOW``
-failures within ``SIGNIN_WINDOW_SECONDS`` from one IP or for one username, every sign-in
-attempt from there (right password or not) is refused without checking the password until
-the window ends, and one ``auth.login.throttled`` event per window says so.
+password-guessing script floods the append-only log. Three counters, each over a fixed window
+of ``SIGNIN_WINDOW_SECONDS`` that opens at the first failure:
 
-The window is fixed: it opens at the first failure and does not slide. Behind a reverse
-proxy every client has the proxy's REMOTE_ADDR; the per-username limit still holds.
+- per client IP: ``SIGNIN_FAILURES_PER_WINDOW`` failures (a guesser trying many names);
+- per username and IP: the same number (a guesser on one account from one place);
+- per username from anywhere: ten times that (a guesser spread over many addresses). It is
+  higher so that somebody typing wrong passwords for another's name cannot easily lock that
+  person out: their own address keeps its own, untouched counters.
+
+Past a limit every attempt it covers is refused (right password or not) without checking the
+password until the window ends, and one ``auth.login.throttled`` event per window says so.
+Behind a reverse proxy every client has the proxy's REMOTE_ADDR, so the per-IP counters become
+one; the per-username counter still holds.
 """
 
 from __future__ import annotations
@@ -41,24 +47,31 @@ def _client_ip(request: Any) -> str:
     return getattr(request, "META", {}).get("REMOTE_ADDR", "") if request is not None else ""
 
 
-def _keys(*, request: Any, username: str) -> list[tuple[str, str]]:
+# How many more failures the per-username counter allows than the per-IP ones.
+USERNAME_FACTOR = 10
+
+
+def _keys(*, request: Any, username: str) -> list[tuple[str, str, int]]:
+    """(scope, cache key, limit) of every counter this attempt counts against."""
+    limit = settings.SIGNIN_FAILURES_PER_WINDOW
     keys = []
     ip = _client_ip(request)
     if ip:
-        keys.append(("ip", f"signin:failures:ip:{ip}"))
+        keys.append(("ip", f"signin:failures:ip:{ip}", limit))
     name = username.strip().lower()
     if name:
         # Hashed: no usernames in the cache, and a key of bounded length whatever was typed.
         digest = hashlib.sha256(name.encode()).hexdigest()[:32]
-        keys.append(("username", f"signin:failures:user:{digest}"))
+        if ip:
+            keys.append(("username_ip", f"signin:failures:user-ip:{digest}:{ip}", limit))
+        keys.append(("username", f"signin:failures:user:{digest}", limit * USERNAME_FACTOR))
     return keys
 
 
 def signin_throttle_check(*, request: Any, username: str) -> SigninThrottled | None:
     """None when this sign-in attempt may go ahead; otherwise why not (audited once per window)."""
-    limit = settings.SIGNIN_FAILURES_PER_WINDOW
     try:
-        for scope, key in _keys(request=request, username=username):
+        for scope, key, limit in _keys(request=request, username=username):
             if (cache.get(key) or 0) < limit:
                 continue
             opened = cache.get(f"{key}:opened") or time.time()
@@ -87,7 +100,7 @@ def signin_throttle_check(*, request: Any, username: str) -> SigninThrottled | N
 def signin_failure_record(*, request: Any, username: str) -> None:
     window = settings.SIGNIN_WINDOW_SECONDS
     try:
-        for _scope, key in _keys(request=request, username=username):
+        for _scope, key, _limit in _keys(request=request, username=username):
             if cache.add(key, 0, timeout=window):
                 cache.set(f"{key}:opened", time.time(), timeout=window)
             try:

@@ -43,7 +43,14 @@ def test_disabling_an_agent_in_the_admin_cancels_its_waiting_runs(client, suppor
 
 
 def test_operators_edit_agents_and_rules_in_the_admin(client, support_agent):
+    import importlib
+
+    from django.apps import apps
+
     from tests.conftest import make_user
+
+    # The grant is migration data; a transactional test run earlier flushed it, so apply it again.
+    importlib.import_module("agents.migrations.0004_operator_permissions").grant(apps, None)
 
     operator = make_user("ops", "operators")
     operator.is_staff = True
@@ -52,3 +59,41 @@ def test_operators_edit_agents_and_rules_in_the_admin(client, support_agent):
     assert client.get(f"/admin/agents/agent/{support_agent.pk}/change/").status_code == 200
     assert client.get("/admin/approvals/businessrule/add/").status_code == 200
     assert client.get("/admin/audit/auditevent/").status_code == 403  # the audit log is for auditors
+
+
+def test_object_permission_pages_are_for_superusers_only(client, support_agent, outsider):
+    from tests.conftest import make_user
+
+    operator = make_user("ops", "operators")
+    operator.is_staff = True
+    operator.save()
+    client.force_login(operator)
+    url = f"/admin/agents/agent/{support_agent.pk}/permissions/"
+    assert client.get(url).status_code == 403
+    response = client.post(url, {"user": outsider.username, "submit_manage_user": "submit"})
+    assert response.status_code == 403
+    assert not outsider.has_perm("agents.review_agent", support_agent)
+    operator.is_superuser = True
+    operator.save()
+    assert client.get(url).status_code == 200
+
+
+def test_a_definition_that_disables_an_agent_stops_its_runs(tmp_path, support_agent, starter):
+    import json
+
+    from django.core.management import call_command
+
+    from agents.demo import SUPPORT_AGENT
+
+    ticket = Ticket.objects.first()
+    run = services.run_create(
+        agent=support_agent,
+        user=starter,
+        payload={"ticket_id": ticket.pk, "customer_email": "jane@example.com", "amount": 120, "currency": "USD"},
+    )
+    services.run_advance(run_id=run.pk)
+    path = tmp_path / "agents.json"
+    path.write_text(json.dumps({**SUPPORT_AGENT, "enabled": False}))
+    call_command("load_agents", str(path))
+    assert Run.objects.get(pk=run.pk).status == RunStatus.CANCELLED
+    assert ApprovalRequest.objects.get(run=run).status == ApprovalStatus.CANCELLED

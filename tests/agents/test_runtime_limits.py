@@ -119,3 +119,55 @@ def test_a_hung_tool_times_out_without_holding_the_worker(operator, settings, mo
     assert run.result["status"] == "failed" and "did not finish within 0.2 s" in run.result["error"]
     assert ToolCall.objects.get(run=run).attempts == 2
     assert elapsed < 10  # two attempts of 0.2 s, not the 30 s the tool would hang
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_write_tool_that_times_out_is_left_for_a_person_not_retried(operator, settings, monkeypatch):
+    from agents.models import LedgerEntry, ToolCallStatus
+
+    settings.TOOL_RETRY_BASE_SECONDS = 0
+    grant_tools(operator, ["issue_refund"])
+    release = threading.Event()
+    calls: list[str] = []
+
+    def hung(args, context):
+        calls.append(context.idempotency_key)
+        release.wait(30)
+        raise RuntimeError("released")  # never applies the effect here
+
+    original = tools.registry["issue_refund"]
+    monkeypatch.setitem(
+        tools.registry,
+        "issue_refund",
+        original.__class__(**{**original.__dict__, "func": hung, "timeout_seconds": 0.2}),
+    )
+    agent = playbook_agent([{"id": "r", "tool": "issue_refund", "arguments": {"amount": 10}}, {"final": {}}])
+    run = services.run_create(agent=agent, user=operator, payload={})
+    try:
+        services.run_advance(run_id=run.pk)
+    finally:
+        release.set()
+    run.refresh_from_db()
+    call = ToolCall.objects.get(run=run)
+    assert len(calls) == 1  # not retried: the first attempt might still act
+    assert call.status == ToolCallStatus.UNKNOWN and "reconcile" in call.error
+    assert run.status == RunStatus.FAILED and not LedgerEntry.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_call_a_person_approved_runs_even_when_the_step_budget_is_spent(support_agent, starter, assigned_reviewer):
+    from agents.models import LedgerEntry, Ticket
+    from approvals.models import ApprovalRequest
+    from approvals.services import approval_request_decide
+
+    support_agent.max_steps = 2  # kb_search, then the refund proposal: the budget is spent
+    support_agent.save()
+    payload = {"ticket_id": Ticket.objects.first().pk, "customer_email": "jane@example.com", "amount": 120}
+    run = services.run_create(agent=support_agent, user=starter, payload=payload)
+    services.run_advance(run_id=run.pk)
+    approval = ApprovalRequest.objects.get(run=run, tool="issue_refund")
+    approval_request_decide(approval=approval, reviewer=assigned_reviewer, verdict="approve")
+    services.run_advance(run_id=run.pk)
+    run.refresh_from_db()
+    assert LedgerEntry.objects.count() == 1  # the approved refund ran
+    assert run.status == RunStatus.FAILED and "Step budget exhausted" in run.error

@@ -120,7 +120,7 @@ def test_probe_settings_bound_the_driver_on_postgresql():
     probe = health.probe_settings(configured)
     assert probe["OPTIONS"] == {
         "sslmode": "require",
-        "options": "-c search_path=app -c statement_timeout=1000",
+        "options": "-c search_path=app",  # statement_timeout is SET after connecting (PgBouncer)
         "connect_timeout": 2,
         "tcp_user_timeout": 2000,
     }
@@ -132,3 +132,13 @@ def test_probe_settings_on_sqlite_keep_wal_and_shorten_the_busy_timeout():
     configured = {"ENGINE": "django.db.backends.sqlite3", "NAME": "x.sqlite3", "OPTIONS": {"timeout": 20}}
     probe = health.probe_settings(configured)
     assert probe["OPTIONS"]["timeout"] == 1.0 and configured["OPTIONS"]["timeout"] == 20
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_the_postgresql_probe_sets_its_statement_timeout_and_answers():
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("PostgreSQL only")
+    health.check_database()  # SET statement_timeout, then SELECT 1, on a connection of its own

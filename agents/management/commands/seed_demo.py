@@ -9,8 +9,9 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.models import Group, Permission, User
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.db import transaction
 from guardian.shortcuts import assign_perm
+
+from audit.services import audited_atomic
 
 DEFAULT_DEMO_PASSWORD = "countersign-demo"
 
@@ -62,7 +63,8 @@ class Command(BaseCommand):
                 "password and DEBUG is off: run it with DEBUG=1 (as make run does) on a development "
                 "machine, or pass --force if you really want demo users here."
             )
-        with transaction.atomic():
+        # The chain lock first: the seed writes audit events after it has changed rows.
+        with audited_atomic():
             users = {spec.username: self.user_upsert(spec) for spec in DEMO_USERS}
             lines = self.agents_seed()
             lines += self.grants(users)
