@@ -7,14 +7,18 @@ It never writes: decisions are POSTs with CSRF.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import deque
+from importlib import import_module
 from typing import Any
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
-from django.contrib.auth import get_user_model
+from django.conf import settings
+from django.contrib.auth import HASH_SESSION_KEY, SESSION_KEY, get_user_model
+from django.utils.crypto import constant_time_compare
 
 from approvals.events import agent_group, event_message, user_group
 from approvals.selectors import agent_ids_reviewable_by, inbox_events_since
@@ -27,6 +31,8 @@ FORBIDDEN = 4403
 # A grant or revocation made in the console reaches open sockets at once (a message to the
 # user's group); one made any other way (the admin, a group change) within this many seconds.
 ACCESS_RECHECK_SECONDS = 5.0
+# With no events at all, permissions and the session are read again this often.
+ACCESS_TIMER_SECONDS = 30.0
 
 
 def _last_seq(query_string: bytes) -> int:
@@ -37,10 +43,20 @@ def _last_seq(query_string: bytes) -> int:
         return 0
 
 
-def _current_access(user_id: int) -> list[int] | None:
-    """The agents the user may review now, or None when the account was disabled or deleted."""
+def _current_access(user_id: int, session_key: str | None) -> list[int] | None:
+    """The agents the user may review now; None when the account was disabled or deleted, or
+    the session the socket was opened with has ended (signed out, password changed)."""
     user = get_user_model().objects.filter(pk=user_id, is_active=True).first()
-    return None if user is None else agent_ids_reviewable_by(user=user)
+    if user is None:
+        return None
+    if session_key is not None:
+        # Read only, as django.contrib.auth.get_user() checks a request's session.
+        data = import_module(settings.SESSION_ENGINE).SessionStore(session_key).load()
+        if str(data.get(SESSION_KEY)) != str(user_id) or not constant_time_compare(
+            data.get(HASH_SESSION_KEY, ""), user.get_session_auth_hash()
+        ):
+            return None
+    return agent_ids_reviewable_by(user=user)
 
 
 def _replay_batch(user: Any, after: int) -> list[dict[str, Any]]:
@@ -66,6 +82,8 @@ class InboxConsumer(AsyncJsonWebsocketConsumer):
         self.joined.add(user_group(user.pk))
         await self._set_access(agent_ids)
         await self.accept()
+        # Also on a timer: a socket with no traffic still notices a sign-out or a new grant.
+        self.access_timer = asyncio.create_task(self._recheck_periodically())
         # Handlers run one at a time, so live events queue in the channel layer until the
         # replay below has finished: the client sees stored events first, in seq order.
         after = last_seq
@@ -78,6 +96,9 @@ class InboxConsumer(AsyncJsonWebsocketConsumer):
             after = batch[-1]["seq"]
 
     async def disconnect(self, code: int) -> None:
+        timer = getattr(self, "access_timer", None)
+        if timer is not None:
+            timer.cancel()
         for group in getattr(self, "joined", set()):
             await self.channel_layer.group_discard(group, self.channel_name)
 
@@ -93,7 +114,9 @@ class InboxConsumer(AsyncJsonWebsocketConsumer):
         self.access_checked = time.monotonic()
 
     async def _recheck_access(self) -> bool:
-        agent_ids = await database_sync_to_async(_current_access)(self.user.pk)
+        session = self.scope.get("session")
+        session_key = getattr(session, "session_key", None)
+        agent_ids = await database_sync_to_async(_current_access)(self.user.pk, session_key)
         if agent_ids is None:
             await self.close(code=FORBIDDEN)
             return False
@@ -112,6 +135,12 @@ class InboxConsumer(AsyncJsonWebsocketConsumer):
         if event.get("agent_id") not in self.agent_ids:
             return
         await self._forward(event["message"])
+
+    async def _recheck_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(ACCESS_TIMER_SECONDS)
+            if not await self._recheck_access():
+                return
 
     async def inbox_access(self, event: dict[str, Any]) -> None:
         await self._recheck_access()

@@ -248,3 +248,26 @@ def test_a_disabled_account_is_disconnected(support_agent, starter, assigned_rev
         assert closed == {"type": "websocket.close", "code": consumers.FORBIDDEN}
 
     async_to_sync(scenario)()
+
+
+def test_signing_out_elsewhere_closes_the_socket_without_any_event(support_agent, assigned_reviewer, monkeypatch):
+    from importlib import import_module
+
+    from django.conf import settings
+    from django.test import Client
+
+    monkeypatch.setattr(consumers, "ACCESS_TIMER_SECONDS", 0.2)
+    browser = Client()
+    browser.force_login(assigned_reviewer)
+    session_key = browser.cookies[settings.SESSION_COOKIE_NAME].value
+
+    async def scenario():
+        socket = communicator(assigned_reviewer)
+        socket.scope["session"] = import_module(settings.SESSION_ENGINE).SessionStore(session_key)
+        assert (await socket.connect(timeout=TIMEOUT))[0]
+        assert await socket.receive_nothing(timeout=0.5)  # still signed in: stays open
+        await database_sync_to_async(browser.logout)()
+        closed = await socket.receive_output(timeout=TIMEOUT)
+        assert closed == {"type": "websocket.close", "code": consumers.FORBIDDEN}
+
+    async_to_sync(scenario)()
