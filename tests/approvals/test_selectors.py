@@ -74,3 +74,15 @@ def test_group_grant_and_contract_permission_name(support_agent, starter):
     assert user_may_review(user=member, agent=support_agent)
     pending_approvals(support_agent, starter, 2)
     assert approval_list_for_reviewer(user=member).count() == 2
+
+
+def test_the_reviewer_right_answers_to_its_contract_name(support_agent, reviewer, other_reviewer):
+    from guardian.shortcuts import assign_perm
+
+    from approvals.selectors import user_may_review
+
+    assign_perm("approvals.review_agent", reviewer, support_agent)
+    assert reviewer.has_perm("approvals.review_agent", support_agent)
+    assert reviewer.has_perm("agents.review_agent", support_agent)
+    assert user_may_review(user=reviewer, agent=support_agent)
+    assert not other_reviewer.has_perm("approvals.review_agent", support_agent)
