@@ -19,9 +19,12 @@ def grant(apps, schema_editor):
     # Permissions are created after all migrations ran (post_migrate); make them exist now.
     for label in OPERATOR_PERMISSIONS:
         config = apps.get_app_config(label)
-        config.models_module = True
-        create_permissions(config, apps=apps, verbosity=0)
-        config.models_module = None
+        models_module = getattr(config, "models_module", None)
+        config.models_module = models_module or True  # create_permissions skips apps without one
+        try:
+            create_permissions(config, apps=apps, verbosity=0)
+        finally:
+            config.models_module = models_module
     Group = apps.get_model("auth", "Group")
     Permission = apps.get_model("auth", "Permission")
     operators, _ = Group.objects.get_or_create(name="operators")

@@ -45,12 +45,15 @@ def test_disabling_an_agent_in_the_admin_cancels_its_waiting_runs(client, suppor
 def test_operators_edit_agents_and_rules_in_the_admin(client, support_agent):
     import importlib
 
-    from django.apps import apps
+    from django.contrib.auth.models import Group, Permission
 
     from tests.conftest import make_user
 
-    # The grant is migration data; a transactional test run earlier flushed it, so apply it again.
-    importlib.import_module("agents.migrations.0004_operator_permissions").grant(apps, None)
+    # The grant is migration data; a transactional test run earlier may have flushed it.
+    granted = importlib.import_module("agents.migrations.0004_operator_permissions").OPERATOR_PERMISSIONS
+    operators, _ = Group.objects.get_or_create(name="operators")
+    for label, codenames in granted.items():
+        operators.permissions.add(*Permission.objects.filter(content_type__app_label=label, codename__in=codenames))
 
     operator = make_user("ops", "operators")
     operator.is_staff = True
