@@ -884,8 +884,33 @@ def _tool_call_finish(
                 target=run,
                 data={"stage": "output", "tool": tool_call.tool, "hits": [h.as_dict() for h in hits]},
             )
+            _output_review(run, tool_call, hits=hits)
         if fail_run:
             _finish(Run.objects.select_for_update(no_key=True).get(pk=run.pk), RunStatus.FAILED, error=error)
+
+
+def _output_review(run: Run, tool_call: ToolCall, *, hits: list[Any]) -> None:
+    """A guardrail hit on a tool's output asks a person to look at it: the effect has happened,
+    so it is an after-the-fact review item (unless the call already has one, as at level 3)."""
+    from approvals.models import ApprovalRequest
+    from approvals.policy import CheckpointVerdict
+    from approvals.services import approval_request_create
+
+    if ApprovalRequest.objects.filter(tool_call=tool_call).exists():
+        return
+    tool = registry.get(tool_call.tool)
+    verb = "withheld from the agent" if any(hit.effect == "block" for hit in hits) else "flagged"
+    reason = f"the output was {verb} by guardrail {hits[0].name}: {hits[0].message}"
+    verdict = CheckpointVerdict(
+        "execute_and_review",
+        reason,
+        kind="review",
+        level=run.agent.autonomy_level,
+        guardrails=[h.as_dict() for h in hits],
+    )
+    approval_request_create(
+        run=run, tool_call=tool_call, verdict=verdict, risk_class=tool.risk if tool else Risk.WRITE_IRREVERSIBLE
+    )
 
 
 def _finish(run: Run, status: str, *, result: Any = None, error: str = "", actor: Any = None) -> None:

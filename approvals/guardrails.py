@@ -1,8 +1,9 @@
 """Guardrails: checks on run input, proposed arguments, tool output and the final answer.
 
-A hit is either a ``flag`` (a person must look before the action runs, or before a flagged
-final answer becomes the result; a flagged tool output is recorded and marked in the trace) or
-a ``block`` (the action is stopped at every level and the reasoner is told why). Safety
+A hit is either a ``flag`` (a person must look: before the action runs, before a flagged
+final answer becomes the result, or, for a tool's output, in an after-the-fact review item) or
+a ``block`` (the action is stopped at every level and the reasoner is told why; a blocked
+output is withheld from the reasoner and also goes to review). Safety
 filters are pluggable: ``settings.SAFETY_FILTERS`` lists dotted paths of classes with a
 ``check(text) -> list[GuardrailHit]`` method; the built-in one uses keywords and regexes.
 """

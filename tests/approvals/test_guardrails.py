@@ -59,6 +59,12 @@ def test_injected_text_in_tool_output_is_withheld_from_the_reasoner(operator):
     assert observation.verdict == "block" and "blocklist" in observation.verdict_reason
     assert "Ignore previous" not in str(run.result)
     assert AuditEvent.objects.filter(action="agents.guardrail.hit").exists()
+    # A person is asked to look at what the tool returned.
+    from approvals.models import ApprovalRequest
+
+    review = ApprovalRequest.objects.get(run=run)
+    assert review.kind == "review" and review.status == "pending" and review.tool == "kb_search"
+    assert "withheld from the agent by guardrail blocklist" in review.policy_reason
 
 
 def test_final_answer_blocked(operator):
@@ -147,3 +153,27 @@ def test_a_rejected_final_answer_ends_the_run(operator, reviewer):
     approval_request_decide(approval=approval, reviewer=reviewer, verdict="reject", comment="no promises")
     run.refresh_from_db()
     assert run.status == RunStatus.REJECTED and run.result is None and "no promises" in run.error
+
+
+def test_a_flagged_tool_output_asks_a_person_to_review_it(operator):
+    from approvals.models import ApprovalRequest
+
+    grant_tools(operator, ["kb_search"])
+    KnowledgeArticle.objects.create(title="Refund policy", body="We guarantee refunds within 30 days.")
+    agent = Agent.objects.create(
+        slug="reader4",
+        name="reader",
+        objective="o",
+        scope="s",
+        tools=["kb_search"],
+        autonomy_level=4,
+        playbook={"steps": [{"id": "s", "tool": "kb_search", "arguments": {"query": "refund"}}, {"final": {}}]},
+    )
+    run = services.run_create(agent=agent, user=operator, payload={})
+    services.run_advance(run_id=run.pk)
+    run.refresh_from_db()
+    assert run.status == RunStatus.SUCCEEDED  # the reasoner saw it: a flag, not a block
+    observation = run.steps.get(kind=Step.Kind.OBSERVATION)
+    assert observation.verdict == "flag" and "guarantee" in str(observation.output)
+    review = ApprovalRequest.objects.get(run=run)
+    assert review.kind == "review" and "output was flagged by guardrail safety" in review.policy_reason
