@@ -84,3 +84,16 @@ def assigned_reviewer(reviewer, support_agent) -> User:
 
     assign_perm("review_agent", reviewer, support_agent)
     return User.objects.get(pk=reviewer.pk)
+
+
+@pytest.fixture
+def doorbells(monkeypatch) -> list[tuple[str, int]]:
+    """Keep run tasks off the real broker in a transactional test that drives runs itself:
+    a live worker from an earlier test would otherwise advance them too, and its writes could
+    land in a later test. Records (task, run id) instead."""
+    from agents import tasks
+
+    rung: list[tuple[str, int]] = []
+    monkeypatch.setattr(tasks.advance_run, "delay", lambda run_id: rung.append(("advance", run_id)))
+    monkeypatch.setattr(tasks.resume_run, "delay", lambda run_id: rung.append(("resume", run_id)))
+    return rung

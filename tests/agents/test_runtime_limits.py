@@ -50,7 +50,7 @@ def test_a_worker_that_lost_its_lease_writes_nothing(operator):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_the_lease_is_renewed_while_the_worker_is_busy(operator, settings):
+def test_the_lease_is_renewed_while_the_worker_is_busy(operator, settings, doorbells):
     settings.RUN_LEASE_SECONDS = 1
     agent = playbook_agent([{"final": {"done": True}}])
     run = services.run_create(agent=agent, user=operator, payload={})
@@ -87,7 +87,7 @@ def test_long_runs_go_on_in_fresh_tasks(operator, settings):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_hung_tool_times_out_without_holding_the_worker(operator, settings, monkeypatch):
+def test_a_hung_tool_times_out_without_holding_the_worker(operator, settings, monkeypatch, doorbells):
     settings.TOOL_RETRY_BASE_SECONDS = 0
     settings.TOOL_MAX_ATTEMPTS = 2
     grant_tools(operator, ["kb_search"])
@@ -122,7 +122,7 @@ def test_a_hung_tool_times_out_without_holding_the_worker(operator, settings, mo
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_write_tool_that_times_out_is_left_for_a_person_not_retried(operator, settings, monkeypatch):
+def test_a_write_tool_that_times_out_is_left_for_a_person_not_retried(operator, settings, monkeypatch, doorbells):
     from agents.models import LedgerEntry, ToolCallStatus
 
     settings.TOOL_RETRY_BASE_SECONDS = 0

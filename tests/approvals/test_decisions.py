@@ -189,7 +189,7 @@ def test_escalation_after_sla(
 
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
-def test_twenty_concurrent_decisions_one_wins(support_agent, starter, django_capture_on_commit_callbacks):
+def test_twenty_concurrent_decisions_one_wins(support_agent, starter, django_capture_on_commit_callbacks, doorbells):
     if connection.vendor != "postgresql":
         pytest.skip("row-lock races are a PostgreSQL property; run with DATABASE_URL=postgres://...")
     approval = waiting_refund(support_agent, starter)
@@ -316,7 +316,7 @@ def test_expiry_with_the_cancel_action_cancels_the_run(support_agent, starter):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_decision_racing_the_expiry_sweeper_ends_in_one_state(support_agent, starter, assigned_reviewer):
+def test_a_decision_racing_the_expiry_sweeper_ends_in_one_state(support_agent, starter, assigned_reviewer, doorbells):
     from datetime import timedelta
 
     from django.utils import timezone
