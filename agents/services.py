@@ -559,7 +559,6 @@ def _final_answer_hold(run: Run, *, step: Step, answer: Any, rationale: str, hit
     """A flagged final answer waits for a person, as a flagged action does at every level:
     approved, it becomes the run's result; rejected, the run ends."""
     from approvals.policy import CheckpointVerdict
-    from approvals.services import approval_request_create
 
     reason = f"the final answer was flagged by guardrail {hits[0].name}: {hits[0].message}"
     arguments = {"answer": answer}
@@ -574,15 +573,25 @@ def _final_answer_hold(run: Run, *, step: Step, answer: Any, rationale: str, hit
         verdict_reason=reason,
         status=ToolCallStatus.AWAITING,
     )
+    verdict = CheckpointVerdict(
+        "require_approval", reason, level=run.agent.autonomy_level, guardrails=[h.as_dict() for h in hits]
+    )
+    _pause(run, tool_call=tool_call, verdict=verdict, risk_class=Risk.WRITE_IRREVERSIBLE)
+
+
+def _pause(run: Run, *, tool_call: ToolCall, verdict: Any, risk_class: str) -> None:
+    """Inside the locked run's transaction: the run waits for a person and lets go of its lease;
+    the approval request is made and pushed on commit. The task then ends."""
+    from approvals.services import approval_request_create
+
     run.status = RunStatus.WAITING
     run.lease_owner = ""
     run.lease_expires_at = None
     run.save(update_fields=["status", "lease_owner", "lease_expires_at"])
-    verdict = CheckpointVerdict(
-        "require_approval", reason, level=run.agent.autonomy_level, guardrails=[h.as_dict() for h in hits]
+    approval_request_create(run=run, tool_call=tool_call, verdict=verdict, risk_class=risk_class)
+    audit_record(
+        actor=run.agent, action="agents.run.paused", target=run, data={"tool": tool_call.tool, "reason": verdict.reason}
     )
-    approval_request_create(run=run, tool_call=tool_call, verdict=verdict, risk_class=Risk.WRITE_IRREVERSIBLE)
-    audit_record(actor=run.agent, action="agents.run.paused", target=run, data={"tool": FINAL_ANSWER, "reason": reason})
 
 
 def _final_answer_release(run: Run, tool_call: ToolCall, *, lease: Lease) -> None:
@@ -704,18 +713,7 @@ def _propose(run: Run, agent: Agent, action: Action, redactor: Redactor, *, leas
         if verdict.verdict == "require_approval":
             ToolCall.objects.filter(pk=tool_call.pk).update(status=ToolCallStatus.AWAITING)
             tool_call.status = ToolCallStatus.AWAITING
-            locked.refresh_from_db(fields=["step_count", "cost"])
-            locked.status = RunStatus.WAITING
-            locked.lease_owner = ""
-            locked.lease_expires_at = None
-            locked.save(update_fields=["status", "lease_owner", "lease_expires_at"])
-            approval_request_create(run=locked, tool_call=tool_call, verdict=verdict, risk_class=tool.risk)
-            audit_record(
-                actor=agent,
-                action="agents.run.paused",
-                target=locked,
-                data={"tool": tool.name, "reason": verdict.reason},
-            )
+            _pause(locked, tool_call=tool_call, verdict=verdict, risk_class=tool.risk)
             return "waiting"
 
         # execute or execute_and_review: approved by policy, for exactly these arguments
