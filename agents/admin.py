@@ -6,10 +6,12 @@ from django.core.exceptions import PermissionDenied
 from guardian.admin import GuardedModelAdmin
 
 from agents.models import Agent, KnowledgeArticle, LedgerEntry, OutboxEmail, Run, Step, Ticket, ToolCall
-from agents.services import agent_runs_stop
+from agents.operations import agent_set_enabled, agent_set_level
 from audit.services import audit_record, audited_atomic
 
 AUDITED_FIELDS = ("autonomy_level", "tool_levels", "enabled", "tools")
+# Changed only through agents.operations, never by saving the form.
+OPERATOR_SETTINGS = ("autonomy_level", "tool_levels", "enabled")
 
 
 class AgentAdminForm(forms.ModelForm):
@@ -82,34 +84,40 @@ class AgentAdmin(GuardedModelAdmin):
             raise PermissionDenied("Reviewer and start rights are granted in the console, where they are audited.")
 
     def save_model(self, request, obj, form, change):
-        with audited_atomic():
-            if change:
-                old = Agent.objects.select_for_update(no_key=True).get(pk=obj.pk)
-                for name in AUDITED_FIELDS:
-                    if name in form.changed_data:
-                        action = "agents.agent.kill_switch" if name == "enabled" else "agents.agent.level_changed"
-                        audit_record(
-                            actor=request.user,
-                            action=action,
-                            target=obj,
-                            data={
-                                "field": name,
-                                "old": getattr(old, name),
-                                "new": getattr(obj, name),
-                                "reason": form.cleaned_data.get("change_reason", ""),
-                            },
-                        )
-            super().save_model(request, obj, form, change)
-            if change and "enabled" in form.changed_data and not obj.enabled:
-                # The same kill switch as the console: queued and waiting runs stop now.
-                agent_runs_stop(agent=obj, user=request.user)
-            if not change:
+        if not change:
+            with audited_atomic():
+                super().save_model(request, obj, form, change)
                 audit_record(
                     actor=request.user,
                     action="agents.agent.created",
                     target=obj,
                     data={"tools": obj.tools, "autonomy_level": obj.autonomy_level},
                 )
+            return
+        # Levels and the kill switch go through the operator services the console and the API
+        # call, so the admin validates, stops runs and audits exactly as they do.
+        reason = form.cleaned_data.get("change_reason", "")
+        with audited_atomic():
+            old = Agent.objects.select_for_update(no_key=True).get(pk=obj.pk)
+            wanted = {name: getattr(obj, name) for name in OPERATOR_SETTINGS}
+            for name in OPERATOR_SETTINGS:
+                setattr(obj, name, getattr(old, name))
+            super().save_model(request, obj, form, change)
+            if "tools" in form.changed_data:
+                audit_record(
+                    actor=request.user,
+                    action="agents.agent.updated",
+                    target=obj,
+                    data={"changes": {"tools": {"old": old.tools, "new": obj.tools}}, "reason": reason},
+                )
+            user = request.user
+            agent_set_level(agent=obj, level=wanted["autonomy_level"], user=user, reason=reason)
+            for tool in sorted(set(old.tool_levels) | set(wanted["tool_levels"])):
+                level = wanted["tool_levels"].get(tool)
+                if level != old.tool_levels.get(tool):
+                    agent_set_level(agent=obj, level=level, user=user, reason=reason, tool=tool)
+            agent_set_enabled(agent=obj, enabled=wanted["enabled"], user=user, reason=reason)
+            obj.refresh_from_db()
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):

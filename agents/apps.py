@@ -4,7 +4,7 @@ from django.apps import AppConfig
 from django.db.models.signals import post_migrate
 
 
-def create_tool_permissions(sender, **kwargs) -> None:
+def create_tool_permissions(sender: AppConfig, **kwargs: object) -> None:
     """One global permission per registered tool (``agents.use_<tool>``): a run may make a
     call only if the user who started it holds the permission for that tool."""
     from django.contrib.auth.models import Permission
@@ -27,4 +27,6 @@ class AgentsConfig(AppConfig):
     name = "agents"
 
     def ready(self) -> None:
+        from agents.demo import tools  # noqa: F401  (registers the demo tools)
+
         post_migrate.connect(create_tool_permissions, sender=self)

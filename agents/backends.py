@@ -7,13 +7,14 @@ label. This backend answers both names. ``assign_perm`` takes either already.
 
 from __future__ import annotations
 
-from typing import Any
-
+from django.db.models import Model
 from guardian.backends import ObjectPermissionBackend
+
+from audit.types import AnyUser
 
 ALIASES = {"approvals.review_agent": "agents.review_agent"}
 
 
 class AgentObjectPermissionBackend(ObjectPermissionBackend):
-    def has_perm(self, user_obj: Any, perm: str, obj: Any = None) -> bool:
+    def has_perm(self, user_obj: AnyUser, perm: str, obj: Model | None = None) -> bool:
         return super().has_perm(user_obj, ALIASES.get(perm, perm), obj)

@@ -9,6 +9,8 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator
 from django.db import models
 
+from agents.tools import registry
+
 
 class AutonomyLevel(models.IntegerChoices):
     SUGGEST = 1, "suggest-only"
@@ -77,8 +79,6 @@ class Agent(models.Model):
         return int(self.tool_levels.get(tool_name, self.autonomy_level))
 
     def clean(self) -> None:
-        from agents.tools import registry
-
         errors: dict[str, list[str]] = {}
         unknown = [name for name in self.tools if name not in registry]
         if unknown:
@@ -117,7 +117,19 @@ class RunStatus(models.TextChoices):
     CANCELLED = "cancelled"
 
 
-TERMINAL_RUN_STATUSES = {RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.REJECTED, RunStatus.CANCELLED}
+TERMINAL_RUN_STATUSES = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.REJECTED, RunStatus.CANCELLED})
+
+# Every allowed move of Run.status, from -> to; only ``agents.runtime.status.run_move`` applies them.
+RUN_MOVES: dict[str, frozenset[str]] = {
+    # A worker takes its lease; the kill switch or a cancel stops a run nobody holds.
+    RunStatus.QUEUED: frozenset({RunStatus.RUNNING, RunStatus.CANCELLED}),
+    # Taken over once its lease expired, handed back to the queue (slice end), paused for a
+    # person, or ended.
+    RunStatus.RUNNING: frozenset({RunStatus.RUNNING, RunStatus.QUEUED, RunStatus.WAITING, *TERMINAL_RUN_STATUSES}),
+    # A worker takes the lease to apply a person's decision; or it is stopped while it waits.
+    RunStatus.WAITING: frozenset({RunStatus.RUNNING, RunStatus.CANCELLED}),
+    **{status: frozenset() for status in TERMINAL_RUN_STATUSES},
+}
 
 
 class Run(models.Model):
@@ -194,6 +206,31 @@ class ToolCallStatus(models.TextChoices):
     SUGGESTED = "suggested"
 
 
+# Every allowed move of ToolCall.status, from -> to; only ``agents.runtime.status.tool_call_move``
+# applies them. rejected (by a person), blocked (by the policy), suggested (level 1: a person
+# acts), succeeded, failed and unknown (a person must reconcile) are ends.
+TOOL_CALL_MOVES: dict[str, frozenset[str]] = {
+    ToolCallStatus.PROPOSED: frozenset({ToolCallStatus.AWAITING, ToolCallStatus.APPROVED, ToolCallStatus.BLOCKED}),
+    ToolCallStatus.AWAITING: frozenset(
+        {ToolCallStatus.APPROVED, ToolCallStatus.REJECTED, ToolCallStatus.SUCCEEDED, ToolCallStatus.SUGGESTED}
+    ),
+    # Claimed by the executor; a flagged final answer has no effect and ends at once.
+    ToolCallStatus.APPROVED: frozenset({ToolCallStatus.EXECUTING, ToolCallStatus.SUCCEEDED, ToolCallStatus.FAILED}),
+    ToolCallStatus.EXECUTING: frozenset({ToolCallStatus.SUCCEEDED, ToolCallStatus.FAILED, ToolCallStatus.UNKNOWN}),
+    **{
+        status: frozenset()
+        for status in (
+            ToolCallStatus.SUCCEEDED,
+            ToolCallStatus.FAILED,
+            ToolCallStatus.UNKNOWN,
+            ToolCallStatus.REJECTED,
+            ToolCallStatus.BLOCKED,
+            ToolCallStatus.SUGGESTED,
+        )
+    },
+}
+
+
 class ToolCall(models.Model):
     """The ledger of side effects: one row per proposed call, unique on (run, step)."""
 
@@ -224,69 +261,24 @@ class ToolCall(models.Model):
         return f"{self.tool} at step {self.step} of run {self.run_id}"
 
 
-# --- Demo effect tables: where the demo tools' side effects land, so they can be counted.
+# The demo tools' tables are tables of this app (its migrations, its admin); they are defined
+# beside the demo tools.
+from agents.demo.models import KnowledgeArticle, LedgerEntry, OutboxEmail, Ticket, TicketChange  # noqa: E402
 
-
-class KnowledgeArticle(models.Model):
-    title = models.CharField(max_length=200)
-    body = models.TextField()
-
-    def __str__(self) -> str:
-        return self.title
-
-
-class Ticket(models.Model):
-    class Status(models.TextChoices):
-        OPEN = "open"
-        PENDING = "pending"
-        SOLVED = "solved"
-        CLOSED = "closed"
-
-    subject = models.CharField(max_length=200)
-    customer_email = models.EmailField()
-    status = models.CharField(max_length=10, choices=Status.choices, default=Status.OPEN)
-    note = models.TextField(blank=True)
-    updated_at = models.DateTimeField(auto_now=True)
-
-    def __str__(self) -> str:
-        return f"ticket {self.pk}: {self.subject}"
-
-
-class OutboxEmail(models.Model):
-    idempotency_key = models.CharField(max_length=64, unique=True)
-    to = models.EmailField()
-    subject = models.CharField(max_length=200)
-    body = models.TextField()
-    created_at = models.DateTimeField(auto_now_add=True)
-
-    def __str__(self) -> str:
-        return f"email to {self.to}: {self.subject}"
-
-
-class LedgerEntry(models.Model):
-    idempotency_key = models.CharField(max_length=64, unique=True)
-    ticket = models.ForeignKey(Ticket, null=True, blank=True, on_delete=models.SET_NULL)
-    amount = models.DecimalField(max_digits=12, decimal_places=2)
-    currency = models.CharField(max_length=3)
-    reason = models.CharField(max_length=200, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-
-    class Meta:
-        verbose_name_plural = "ledger entries"
-
-    def __str__(self) -> str:
-        return f"refund {self.amount} {self.currency}"
-
-
-class TicketChange(models.Model):
-    """Lets update_ticket be reversible and idempotent: one row per call."""
-
-    idempotency_key = models.CharField(max_length=64, unique=True)
-    ticket = models.ForeignKey(Ticket, on_delete=models.CASCADE, related_name="changes")
-    old_status = models.CharField(max_length=10)
-    new_status = models.CharField(max_length=10)
-    note = models.TextField(blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-
-    def __str__(self) -> str:
-        return f"ticket {self.ticket_id}: {self.old_status} → {self.new_status}"
+__all__ = [
+    "RUN_MOVES",
+    "TERMINAL_RUN_STATUSES",
+    "TOOL_CALL_MOVES",
+    "Agent",
+    "AutonomyLevel",
+    "KnowledgeArticle",
+    "LedgerEntry",
+    "OutboxEmail",
+    "Run",
+    "RunStatus",
+    "Step",
+    "Ticket",
+    "TicketChange",
+    "ToolCall",
+    "ToolCallStatus",
+]

@@ -1,35 +1,36 @@
 from __future__ import annotations
 
-from typing import Any
-
 from django.db.models import QuerySet
 from guardian.shortcuts import get_objects_for_user
 from rest_framework.permissions import BasePermission
+from rest_framework.request import Request
+from rest_framework.views import APIView
 
 from agents.models import Agent, Run
+from audit.types import AnyUser
 
 OPERATORS = "operators"
 AUDITORS = "auditors"
 
 
-def in_group(user: Any, name: str) -> bool:
+def in_group(user: AnyUser, name: str) -> bool:
     if not getattr(user, "is_authenticated", False):
         return False
     if user.is_superuser:
         return True
     # Cached on the user object: a request asks this several times.
-    cache = getattr(user, "_countersign_groups", None)
+    cache: set[str] | None = getattr(user, "_countersign_groups", None)
     if cache is None:
         cache = set(user.groups.values_list("name", flat=True))
-        user._countersign_groups = cache
+        setattr(user, "_countersign_groups", cache)  # noqa: B010  (the user model declares no such attribute)
     return name in cache
 
 
-def is_operator(user: Any) -> bool:
+def is_operator(user: AnyUser) -> bool:
     return in_group(user, OPERATORS)
 
 
-def agents_visible_to(*, user: Any) -> QuerySet[Agent]:
+def agents_visible_to(*, user: AnyUser) -> QuerySet[Agent]:
     if is_operator(user) or in_group(user, AUDITORS):
         return Agent.objects.all()
     return get_objects_for_user(
@@ -37,11 +38,11 @@ def agents_visible_to(*, user: Any) -> QuerySet[Agent]:
     )
 
 
-def may_start_run(*, user: Any, agent: Agent) -> bool:
+def may_start_run(*, user: AnyUser, agent: Agent) -> bool:
     return is_operator(user) or user.has_perm("agents.start_run") or user.has_perm("agents.start_run", agent)
 
 
-def may_read_run(*, user: Any, run: Run) -> bool:
+def may_read_run(*, user: AnyUser, run: Run) -> bool:
     return (
         run.started_by_id == user.pk
         or is_operator(user)
@@ -54,5 +55,5 @@ def may_read_run(*, user: Any, run: Run) -> bool:
 class IsOperator(BasePermission):
     message = "Only operators may do this."
 
-    def has_permission(self, request, view) -> bool:
+    def has_permission(self, request: Request, view: APIView) -> bool:
         return is_operator(request.user)

@@ -4,22 +4,22 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from agents import services
+from agents.runtime import run_advance, runs_recover
+from approvals.decisions import approvals_sweep
+from config.doorbell import ADVANCE_RUN, RESUME_RUN
 
 
-@shared_task(name="agents.tasks.advance_run")
+@shared_task(name=ADVANCE_RUN)
 def advance_run(run_id: int) -> None:
-    services.run_advance(run_id=run_id)
+    run_advance(run_id=run_id)
 
 
-@shared_task(name="agents.tasks.resume_run")
+@shared_task(name=RESUME_RUN)
 def resume_run(run_id: int) -> None:
     # Same work as advance_run, routed to the "resumes" queue that workers drain first.
-    services.run_advance(run_id=run_id)
+    run_advance(run_id=run_id)
 
 
 @shared_task(name="agents.tasks.sweep")
 def sweep() -> dict[str, int]:
-    from approvals.services import approvals_sweep
-
-    return {**services.runs_recover(), **approvals_sweep()}
+    return {**runs_recover(), **approvals_sweep()}

@@ -1,36 +1,39 @@
 from __future__ import annotations
 
 from django.contrib import admin
+from django.db.models import QuerySet
+from django.forms import ModelForm
+from django.http import HttpRequest
 
 from agents.admin import ReadOnlyAdmin
 from approvals.models import ApprovalRequest, BusinessRule, Decision, WebhookDelivery
-from approvals.services import business_rule_delete, business_rule_save
+from approvals.operations import business_rule_delete, business_rule_save
 
 
 @admin.register(BusinessRule)
-class BusinessRuleAdmin(admin.ModelAdmin):
+class BusinessRuleAdmin(admin.ModelAdmin[BusinessRule]):
     list_display = ("__str__", "agent", "effect", "enabled", "note")
     list_filter = ("tool", "effect", "enabled")
 
-    def save_model(self, request, obj, form, change):
+    def save_model(self, request: HttpRequest, obj: BusinessRule, form: ModelForm[BusinessRule], change: bool) -> None:
         business_rule_save(rule=obj, by=request.user, reason="changed in admin")
 
-    def delete_model(self, request, obj):
+    def delete_model(self, request: HttpRequest, obj: BusinessRule) -> None:
         business_rule_delete(rule=obj, by=request.user, reason="deleted in admin")
 
-    def delete_queryset(self, request, queryset):
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[BusinessRule]) -> None:
         for rule in queryset:
             business_rule_delete(rule=rule, by=request.user, reason="deleted in admin")
 
 
-class DecisionInline(admin.TabularInline):
+class DecisionInline(admin.TabularInline[Decision, ApprovalRequest]):
     model = Decision
     fields = ("reviewer", "verdict", "arguments", "comment", "created_at")
     readonly_fields = fields
     extra = 0
     can_delete = False
 
-    def has_add_permission(self, request, obj=None) -> bool:
+    def has_add_permission(self, request: HttpRequest, obj: ApprovalRequest | None = None) -> bool:
         return False
 
 

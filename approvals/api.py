@@ -9,10 +9,10 @@ from rest_framework.views import APIView
 
 from agents.api import StepOutputSerializer
 from agents.tools import Risk, registry
+from approvals.decisions import approval_request_decide
 from approvals.events import approval_payload
 from approvals.models import ApprovalKind, ApprovalRequest, ApprovalStatus, Decision
 from approvals.selectors import approval_list_for_reviewer
-from approvals.services import approval_request_decide
 from config.api import DomainError
 
 VERDICT_CHOICES = ["approve", "reject", "edit", "respond", "done", "dismiss", "ok", "flag"]

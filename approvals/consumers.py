@@ -11,7 +11,6 @@ import asyncio
 import time
 from collections import deque
 from importlib import import_module
-from typing import Any
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
@@ -22,6 +21,7 @@ from django.utils.crypto import constant_time_compare
 
 from approvals.events import agent_group, event_message, user_group
 from approvals.selectors import agent_ids_reviewable_by, inbox_events_since
+from audit.types import JSON, AnyUser, JSONObject
 
 REPLAY_BATCH = 500
 # How many sent seqs a connection remembers to drop duplicates (replayed, then pushed live).
@@ -59,17 +59,17 @@ def _current_access(user_id: int, session_key: str | None) -> list[int] | None:
     return agent_ids_reviewable_by(user=user)
 
 
-def _replay_batch(user: Any, after: int) -> list[dict[str, Any]]:
+def _replay_batch(user: AnyUser, after: int) -> list[JSONObject]:
     return [event_message(event) for event in inbox_events_since(user=user, last_seq=after, limit=REPLAY_BATCH)]
 
 
-class InboxConsumer(AsyncJsonWebsocketConsumer):
+class InboxConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]  # channels ships no types: its classes are Any
     async def connect(self) -> None:
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
             await self.close(code=UNAUTHENTICATED)
             return
-        self.user = user
+        self.user: AnyUser = user
         self.sent: set[int] = set()
         self.sent_order: deque[int] = deque()
         last_seq = _last_seq(self.scope.get("query_string", b""))
@@ -123,11 +123,11 @@ class InboxConsumer(AsyncJsonWebsocketConsumer):
         await self._set_access(agent_ids)
         return True
 
-    async def receive_json(self, content: Any, **kwargs: Any) -> None:
+    async def receive_json(self, content: JSON, **kwargs: object) -> None:
         # Nothing is taken from the client: decisions are POSTs with CSRF, never websocket frames.
         return
 
-    async def inbox_event(self, event: dict[str, Any]) -> None:
+    async def inbox_event(self, event: JSONObject) -> None:
         # Permissions are read again before forwarding when the last check is old: a revoked
         # reviewer must not keep receiving an agent's proposals on a socket opened before.
         if time.monotonic() - self.access_checked > ACCESS_RECHECK_SECONDS and not await self._recheck_access():
@@ -142,10 +142,10 @@ class InboxConsumer(AsyncJsonWebsocketConsumer):
             if not await self._recheck_access():
                 return
 
-    async def inbox_access(self, event: dict[str, Any]) -> None:
+    async def inbox_access(self, event: JSONObject) -> None:
         await self._recheck_access()
 
-    async def _forward(self, message: dict[str, Any]) -> None:
+    async def _forward(self, message: JSONObject) -> None:
         seq = message["seq"]
         if seq in self.sent:
             return

@@ -1,17 +1,12 @@
-"""Inbox events: stored with a monotonic seq, then pushed over the channel layer after commit."""
+"""What inbox events say: the approval payload (REST and websocket alike) and the channel-layer groups.
+
+Stored and pushed by ``approvals.notify``."""
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
-from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
-from django.db import transaction
-
 from approvals.models import ApprovalRequest, InboxEvent
-
-logger = logging.getLogger(__name__)
 
 
 def agent_group(agent_id: int) -> str:
@@ -59,42 +54,3 @@ def approval_payload(approval: ApprovalRequest) -> dict[str, Any]:
 
 def event_message(event: InboxEvent) -> dict[str, Any]:
     return {"type": event.type, "seq": event.pk, "approval": approval_payload(event.approval)}
-
-
-def inbox_event_publish(*, approval: ApprovalRequest, type: str) -> InboxEvent:
-    """Store the event (its id is the seq) inside the caller's transaction; push it after commit."""
-    event = InboxEvent.objects.create(type=type, approval=approval, agent_id=approval.agent_id)
-    # After commit: a client told about an approval must be able to read it at once.
-    transaction.on_commit(lambda: _push(event.pk))
-    return event
-
-
-def _push(event_id: int) -> None:
-    event = InboxEvent.objects.select_related("approval__agent", "approval__decided_by").get(pk=event_id)
-    layer = get_channel_layer()
-    if layer is None:
-        return
-    try:
-        async_to_sync(layer.group_send)(
-            agent_group(event.agent_id),
-            {"type": "inbox.event", "agent_id": event.agent_id, "message": event_message(event)},
-        )
-    except Exception:
-        # The websocket is only a notification: clients catch up from the stored seq.
-        logger.warning("could not push inbox event %s", event_id, exc_info=True)
-
-
-def inbox_access_changed(*, user_id: int) -> None:
-    """Tell the user's open inbox sockets to read their permissions again, after commit."""
-
-    def push() -> None:
-        layer = get_channel_layer()
-        if layer is None:
-            return
-        try:
-            async_to_sync(layer.group_send)(user_group(user_id), {"type": "inbox.access"})
-        except Exception:
-            # Open sockets still re-read permissions before forwarding (ACCESS_RECHECK_SECONDS).
-            logger.warning("could not push an access change to user %s", user_id, exc_info=True)
-
-    transaction.on_commit(push)

@@ -13,20 +13,28 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from enum import StrEnum
 from functools import cache
-from typing import Any
+from typing import Protocol
 from urllib.parse import urlparse
 
 from django.conf import settings
 from django.utils.module_loading import import_string
 
+from audit.types import JSON, JSONObject
+
 URL = re.compile(r"https?://[^\s\"'<>]+", re.I)
+
+
+class GuardrailEffect(StrEnum):
+    FLAG = "flag"
+    BLOCK = "block"
 
 
 @dataclass(frozen=True)
 class GuardrailHit:
     name: str
-    effect: str  # "flag" or "block"
+    effect: GuardrailEffect
     message: str
 
     def as_dict(self) -> dict[str, str]:
@@ -42,28 +50,34 @@ class KeywordSafetyFilter:
 
     def check(self, text: str) -> list[GuardrailHit]:
         hits = [
-            GuardrailHit("blocklist", "block", f"matches the blocked pattern {p.pattern!r}")
+            GuardrailHit("blocklist", GuardrailEffect.BLOCK, f"matches the blocked pattern {p.pattern!r}")
             for p in self.block
             if p.search(text)
         ]
         hits += [
-            GuardrailHit("safety", "flag", f"matches the flagged pattern {p.pattern!r}")
+            GuardrailHit("safety", GuardrailEffect.FLAG, f"matches the flagged pattern {p.pattern!r}")
             for p in self.flag
             if p.search(text)
         ]
         return hits
 
 
+class SafetyFilter(Protocol):
+    """What a class named in ``settings.SAFETY_FILTERS`` provides (KeywordSafetyFilter is one)."""
+
+    def check(self, text: str) -> list[GuardrailHit]: ...
+
+
 @cache
-def safety_filters() -> list[Any]:
+def safety_filters() -> list[SafetyFilter]:
     return [import_string(path)() for path in settings.SAFETY_FILTERS]
 
 
-def _text(value: Any) -> str:
+def _text(value: JSON) -> str:
     return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
 
 
-def check_text(value: Any) -> list[GuardrailHit]:
+def check_text(value: JSON) -> list[GuardrailHit]:
     text = _text(value)
     hits: list[GuardrailHit] = []
     for safety_filter in safety_filters():
@@ -71,7 +85,7 @@ def check_text(value: Any) -> list[GuardrailHit]:
     return hits
 
 
-def check_urls(value: Any) -> list[GuardrailHit]:
+def check_urls(value: JSON) -> list[GuardrailHit]:
     allowed = [d.lower() for d in settings.GUARDRAIL_ALLOWED_URL_DOMAINS]
     if not allowed:
         return []
@@ -79,11 +93,13 @@ def check_urls(value: Any) -> list[GuardrailHit]:
     for url in URL.findall(_text(value)):
         host = (urlparse(url).hostname or "").lower()
         if not any(host == d or host.endswith("." + d) for d in allowed):
-            hits.append(GuardrailHit("url_domain", "block", f"links to {host}, which is not an allowed domain"))
+            hits.append(
+                GuardrailHit("url_domain", GuardrailEffect.BLOCK, f"links to {host}, which is not an allowed domain")
+            )
     return hits
 
 
-def check_numbers(tool: str, value: Any) -> list[GuardrailHit]:
+def check_numbers(tool: str, value: JSON) -> list[GuardrailHit]:
     hits = []
     for field, bound in settings.GUARDRAIL_NUMERIC_BOUNDS.get(tool, {}).items():
         number = value.get(field) if isinstance(value, dict) else None
@@ -94,22 +110,22 @@ def check_numbers(tool: str, value: Any) -> list[GuardrailHit]:
                 continue
         if isinstance(number, int | float) and not bound[0] <= number <= bound[1]:
             message = f"{tool}.{field}={number} is outside {bound[0]}..{bound[1]}"
-            hits.append(GuardrailHit("numeric_bound", "flag", message))
+            hits.append(GuardrailHit("numeric_bound", GuardrailEffect.FLAG, message))
     return hits
 
 
-def check_input(payload: Any) -> list[GuardrailHit]:
+def check_input(payload: JSON) -> list[GuardrailHit]:
     """Pre-checks on a run's input (its size and schema are checked by the run service)."""
-    return check_urls(payload) + [hit for hit in check_text(payload) if hit.effect == "block"]
+    return check_urls(payload) + [hit for hit in check_text(payload) if hit.effect == GuardrailEffect.BLOCK]
 
 
-def check_arguments(tool: str, arguments: dict[str, Any]) -> list[GuardrailHit]:
+def check_arguments(tool: str, arguments: JSONObject) -> list[GuardrailHit]:
     return check_text(arguments) + check_urls(arguments) + check_numbers(tool, arguments)
 
 
-def check_output(tool: str, output: Any) -> list[GuardrailHit]:
+def check_output(tool: str, output: JSON) -> list[GuardrailHit]:
     return check_text(output) + check_numbers(tool, output)
 
 
-def check_final(answer: Any) -> list[GuardrailHit]:
+def check_final(answer: JSON) -> list[GuardrailHit]:
     return check_text(answer)

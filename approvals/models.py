@@ -10,6 +10,8 @@ from agents.tools import arguments_hash
 
 
 class Verdict(models.TextChoices):
+    """What the checkpoint policy says of a proposed call."""
+
     EXECUTE = "execute"
     EXECUTE_AND_REVIEW = "execute_and_review"
     REQUIRE_APPROVAL = "require_approval"
@@ -87,6 +89,46 @@ class ApprovalKind(models.TextChoices):
     QUESTION = "question", "question to a person"
 
 
+# Every allowed move of ApprovalRequest.status, from -> to; only ``approvals.decisions`` applies
+# them. A request is decided once: every status but pending is an end.
+APPROVAL_MOVES: dict[str, frozenset[str]] = {
+    ApprovalStatus.PENDING: frozenset(set(ApprovalStatus) - {ApprovalStatus.PENDING}),
+    **{status: frozenset() for status in ApprovalStatus if status != ApprovalStatus.PENDING},
+}
+
+
+class DecisionVerdict(models.TextChoices):
+    """What a person says of an approval request."""
+
+    APPROVE = "approve"
+    EDIT = "edit"
+    REJECT = "reject"
+    RESPOND = "respond"
+    DONE = "done"
+    DISMISS = "dismiss"
+    OK = "ok"
+    FLAG = "flag"
+
+
+# The verdicts each kind of request takes, and the status each verdict ends it in.
+KIND_VERDICTS: dict[str, frozenset[DecisionVerdict]] = {
+    ApprovalKind.APPROVAL: frozenset({DecisionVerdict.APPROVE, DecisionVerdict.EDIT, DecisionVerdict.REJECT}),
+    ApprovalKind.SUGGESTION: frozenset({DecisionVerdict.DONE, DecisionVerdict.DISMISS}),
+    ApprovalKind.REVIEW: frozenset({DecisionVerdict.OK, DecisionVerdict.FLAG}),
+    ApprovalKind.QUESTION: frozenset({DecisionVerdict.RESPOND, DecisionVerdict.REJECT}),
+}
+VERDICT_STATUS: dict[DecisionVerdict, ApprovalStatus] = {
+    DecisionVerdict.APPROVE: ApprovalStatus.APPROVED,
+    DecisionVerdict.EDIT: ApprovalStatus.APPROVED,
+    DecisionVerdict.REJECT: ApprovalStatus.REJECTED,
+    DecisionVerdict.RESPOND: ApprovalStatus.ANSWERED,
+    DecisionVerdict.DONE: ApprovalStatus.DONE,
+    DecisionVerdict.DISMISS: ApprovalStatus.DISMISSED,
+    DecisionVerdict.OK: ApprovalStatus.REVIEWED_OK,
+    DecisionVerdict.FLAG: ApprovalStatus.FLAGGED,
+}
+
+
 class ApprovalRequest(models.Model):
     run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="approvals")
     agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="approvals")
@@ -133,19 +175,9 @@ class ApprovalRequest(models.Model):
 
 
 class Decision(models.Model):
-    class Verdict(models.TextChoices):
-        APPROVE = "approve"
-        EDIT = "edit"
-        REJECT = "reject"
-        RESPOND = "respond"
-        DONE = "done"
-        DISMISS = "dismiss"
-        OK = "ok"
-        FLAG = "flag"
-
     request = models.ForeignKey(ApprovalRequest, on_delete=models.CASCADE, related_name="decisions")
     reviewer = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="decisions")
-    verdict = models.CharField(max_length=10, choices=Verdict.choices)
+    verdict = models.CharField(max_length=10, choices=DecisionVerdict.choices)
     arguments = models.JSONField(null=True, blank=True)
     comment = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)

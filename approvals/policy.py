@@ -20,7 +20,7 @@ from typing import Any
 
 from agents.models import Agent, AutonomyLevel
 from agents.tools import Tool
-from approvals.guardrails import GuardrailHit, check_arguments
+from approvals.guardrails import GuardrailEffect, GuardrailHit, check_arguments
 from approvals.models import ApprovalKind, BusinessRule, Verdict
 from approvals.rules import field_value, rule_matches
 
@@ -118,7 +118,7 @@ def checkpoint_verdict(
         return CheckpointVerdict(
             Verdict.BLOCK, "blocked by " + describe(blocking[0]), level=level, rules=rule_ids, guardrails=hit_dicts
         )
-    blocking_hits = [hit for hit in hits if hit.effect == "block"]
+    blocking_hits = [hit for hit in hits if hit.effect == GuardrailEffect.BLOCK]
     if blocking_hits:
         return CheckpointVerdict(
             Verdict.BLOCK,

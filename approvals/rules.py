@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import re
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import TYPE_CHECKING
+
+from audit.types import JSON, JSONObject
+
+if TYPE_CHECKING:
+    from approvals.models import BusinessRule
 
 NUMERIC_OPERATORS = {">", ">=", "<", "<="}
 LIST_OPERATORS = {"in", "not_in"}
 
 
-def field_value(arguments: dict[str, Any], field: str) -> Any:
+def field_value(arguments: JSONObject, field: str) -> JSON:
     """The value a rule looks at; ``name:domain`` takes the domain part of an address."""
     name, _, transform = field.partition(":")
     value = arguments.get(name)
@@ -19,7 +24,7 @@ def field_value(arguments: dict[str, Any], field: str) -> Any:
     return value
 
 
-def _number(value: Any) -> Decimal | None:
+def _number(value: JSON) -> Decimal | None:
     if isinstance(value, bool):
         return None
     try:
@@ -28,7 +33,7 @@ def _number(value: Any) -> Decimal | None:
         return None
 
 
-def rule_matches(*, operator: str, expected: Any, actual: Any) -> bool:
+def rule_matches(*, operator: str, expected: JSON, actual: JSON) -> bool:
     if actual is None:
         # A rule about a field the call does not set: compare as absent (only != and not_in hold).
         return operator in {"!=", "not_in"}
@@ -50,7 +55,7 @@ def rule_matches(*, operator: str, expected: Any, actual: Any) -> bool:
     return False
 
 
-def rule_errors(rule: Any) -> dict[str, list[str]]:
+def rule_errors(rule: BusinessRule) -> dict[str, list[str]]:
     from agents.tools import registry
 
     errors: dict[str, list[str]] = {}

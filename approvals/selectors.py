@@ -1,32 +1,31 @@
 from __future__ import annotations
 
-from typing import Any
-
 from django.db.models import F, QuerySet
 from guardian.shortcuts import get_objects_for_user
 
 from agents.models import Agent
 from approvals.models import ApprovalRequest, InboxEvent
+from audit.types import AnyUser
 
 
-def agents_reviewable_by(*, user: Any) -> QuerySet[Agent]:
+def agents_reviewable_by(*, user: AnyUser) -> QuerySet[Agent]:
     """Agents on which the user holds the object permission ``review_agent`` (directly or by group)."""
     if not getattr(user, "is_authenticated", False):
         return Agent.objects.none()
     return get_objects_for_user(user, "agents.review_agent", klass=Agent, accept_global_perms=False)
 
 
-def agent_ids_reviewable_by(*, user: Any) -> list[int]:
+def agent_ids_reviewable_by(*, user: AnyUser) -> list[int]:
     return list(agents_reviewable_by(user=user).values_list("pk", flat=True))
 
 
-def user_may_review(*, user: Any, agent: Agent) -> bool:
+def user_may_review(*, user: AnyUser, agent: Agent) -> bool:
     return bool(getattr(user, "is_authenticated", False)) and user.has_perm("agents.review_agent", agent)
 
 
 def approval_list_for_reviewer(
     *,
-    user: Any,
+    user: AnyUser,
     status: str | None = None,
     agent: str | None = None,
     risk: str | None = None,
@@ -51,7 +50,7 @@ def approval_list_for_reviewer(
     return queryset.order_by("-created_at", "-id")
 
 
-def inbox_events_since(*, user: Any, last_seq: int, limit: int = 500) -> list[InboxEvent]:
+def inbox_events_since(*, user: AnyUser, last_seq: int, limit: int = 500) -> list[InboxEvent]:
     return list(
         InboxEvent.objects.filter(pk__gt=last_seq, agent__in=agents_reviewable_by(user=user))
         .select_related("approval__agent", "approval__decided_by")

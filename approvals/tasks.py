@@ -3,7 +3,7 @@ from __future__ import annotations
 import logging
 
 import httpx
-from celery import shared_task
+from celery import Task, shared_task
 from django.conf import settings
 from django.db.models import F
 from django.utils import timezone
@@ -18,7 +18,7 @@ class WebhookFailed(Exception):
     pass
 
 
-@shared_task(
+@shared_task(  # type: ignore[untyped-decorator]  # celery ships no types
     name="approvals.tasks.deliver_webhook",
     bind=True,
     autoretry_for=(WebhookFailed,),
@@ -27,7 +27,7 @@ class WebhookFailed(Exception):
     retry_jitter=True,
     max_retries=6,
 )
-def deliver_webhook(self, delivery_id: int) -> None:
+def deliver_webhook(self: Task, delivery_id: int) -> None:
     delivery = WebhookDelivery.objects.select_related("agent").filter(pk=delivery_id).first()
     if delivery is None or delivery.delivered_at is not None:
         return  # unknown, or delivered by an earlier copy of this task

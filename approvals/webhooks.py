@@ -11,10 +11,10 @@ import hashlib
 import hmac
 import json
 import time
-from typing import Any
 
 from approvals.events import approval_payload
 from approvals.models import ApprovalRequest, WebhookDelivery
+from audit.types import JSONObject
 
 SIGNATURE_HEADER = "X-Countersign-Signature"
 TIMESTAMP_HEADER = "X-Countersign-Timestamp"
@@ -39,7 +39,7 @@ def webhook_text(approval: ApprovalRequest, event: str) -> str:
 
 
 def webhook_delivery_create(*, approval: ApprovalRequest, event: str) -> WebhookDelivery:
-    payload: dict[str, Any] = {
+    payload: JSONObject = {
         "event": event,
         "text": webhook_text(approval, event),
         "approval": approval_payload(approval),

@@ -1,8 +1,11 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from django.contrib import admin
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse
 from django.urls import reverse
 from django.utils.html import format_html
 
@@ -24,23 +27,24 @@ class ActorFilter(admin.SimpleListFilter):
     parameter_name = "actor"
     RECENT_EVENTS = 10_000
 
-    def lookups(self, request, model_admin):
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin[Any]) -> list[tuple[str, str]]:
         recent = AuditEvent.objects.order_by("-id").values("pk")[: self.RECENT_EVENTS]
         actors = set(
             AuditEvent.objects.filter(pk__in=recent).order_by().values_list("actor_repr", flat=True).distinct()
         )
-        if self.value():
-            actors.add(self.value())
+        value = self.value()
+        if value:
+            actors.add(value)
         return [(actor, actor) for actor in sorted(actors) if actor]
 
-    def queryset(self, request, queryset):
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
         if self.value():
             return queryset.filter(actor_repr=self.value())
         return queryset
 
 
 @admin.register(AuditEvent)
-class AuditEventAdmin(admin.ModelAdmin):
+class AuditEventAdmin(admin.ModelAdmin[AuditEvent]):
     """Read-only for everyone, superusers included; visible to auditors and superusers."""
 
     list_display = ["id", "created_at", "action", "actor_repr", "actor_type", "target", "agent_slug", "run_link"]
@@ -77,22 +81,22 @@ class AuditEventAdmin(admin.ModelAdmin):
         "integrity",
     ]
 
-    def has_module_permission(self, request) -> bool:
+    def has_module_permission(self, request: HttpRequest) -> bool:
         return request.user.is_staff and is_auditor(request.user)
 
-    def has_view_permission(self, request, obj=None) -> bool:
+    def has_view_permission(self, request: HttpRequest, obj: AuditEvent | None = None) -> bool:
         return request.user.is_staff and is_auditor(request.user)
 
-    def has_add_permission(self, request) -> bool:
+    def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
-    def has_change_permission(self, request, obj=None) -> bool:
+    def has_change_permission(self, request: HttpRequest, obj: AuditEvent | None = None) -> bool:
         return False
 
-    def has_delete_permission(self, request, obj=None) -> bool:
+    def has_delete_permission(self, request: HttpRequest, obj: AuditEvent | None = None) -> bool:
         return False
 
-    def changelist_view(self, request, extra_context=None):
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
         extra_context = {**(extra_context or {}), "audit_head": audit_head()}
         return super().changelist_view(request, extra_context=extra_context)
 

@@ -1,32 +1,37 @@
 from __future__ import annotations
 
+import datetime as dt
+from typing import TypedDict
+
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import serializers
 from rest_framework.pagination import CursorPagination
+from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from audit.models import AuditEvent
 from audit.permissions import IsAuditor
-from audit.selectors import audit_event_list, audit_head, parse_moment
+from audit.selectors import AuditHead, audit_event_list, audit_head, parse_moment
+from audit.types import JSON
 
 
 @extend_schema_field(OpenApiTypes.DATETIME)
-class MomentField(serializers.Field):
+class MomentField(serializers.Field[dt.datetime, JSON, str, object]):
     """An ISO 8601 date or datetime (a date means its midnight, UTC unless an offset is given)."""
 
-    def to_internal_value(self, data):
+    def to_internal_value(self, data: JSON) -> dt.datetime:
         try:
             return parse_moment(str(data))
         except ValueError as exc:
             raise serializers.ValidationError(str(exc)) from None
 
-    def to_representation(self, value):
+    def to_representation(self, value: dt.datetime) -> str:
         return value.isoformat()
 
 
-class AuditEventOutputSerializer(serializers.ModelSerializer):
+class AuditEventOutputSerializer(serializers.ModelSerializer[AuditEvent]):
     class Meta:
         model = AuditEvent
         fields = [
@@ -54,12 +59,27 @@ class AuditEventPagination(CursorPagination):
     max_page_size = 500
 
 
+class AuditEventFilters(TypedDict, total=False):
+    """The validated query of GET /api/v1/audit/events/: keyword arguments of audit_event_list()."""
+
+    action: str
+    action_prefix: str
+    actor: str
+    actor_type: str
+    target_type: str
+    target_id: str
+    run: int
+    agent: str
+    since: dt.datetime
+    until: dt.datetime
+
+
 class AuditEventListApi(APIView):
     permission_classes = [IsAuditor]
     # Read by drf-spectacular too, so the schema shows the paginated envelope.
     pagination_class = AuditEventPagination
 
-    class FilterSerializer(serializers.Serializer):
+    class FilterSerializer(serializers.Serializer[AuditEventFilters]):
         action = serializers.CharField(required=False, help_text="Exact action code, e.g. approvals.request.decided.")
         action_prefix = serializers.CharField(required=False, help_text="Action codes starting with this, e.g. auth.")
         actor = serializers.CharField(required=False, help_text="A username, agent:<slug>, policy or system.")
@@ -71,17 +91,18 @@ class AuditEventListApi(APIView):
         since = MomentField(required=False, help_text="Inclusive lower bound on created_at.")
         until = MomentField(required=False, help_text="Exclusive upper bound on created_at.")
 
-        def validate(self, attrs):
+        def validate(self, attrs: AuditEventFilters) -> AuditEventFilters:
             since, until = attrs.get("since"), attrs.get("until")
             if since is not None and until is not None and since >= until:
                 raise serializers.ValidationError({"until": "until must be later than since."})
             return attrs
 
     @extend_schema(parameters=[FilterSerializer], responses={200: AuditEventOutputSerializer(many=True)})
-    def get(self, request):
+    def get(self, request: Request) -> Response:
         filters = self.FilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
-        events = audit_event_list(**filters.validated_data)
+        validated: AuditEventFilters = filters.validated_data
+        events = audit_event_list(**validated)
         paginator = self.pagination_class()
         page = paginator.paginate_queryset(events, request, view=self)
         return paginator.get_paginated_response(AuditEventOutputSerializer(page, many=True).data)
@@ -90,12 +111,12 @@ class AuditEventListApi(APIView):
 class AuditHeadApi(APIView):
     permission_classes = [IsAuditor]
 
-    class OutputSerializer(serializers.Serializer):
+    class OutputSerializer(serializers.Serializer[AuditHead]):
         id = serializers.IntegerField(allow_null=True)
         hash = serializers.CharField()
         created_at = serializers.DateTimeField(allow_null=True)
         count = serializers.IntegerField()
 
     @extend_schema(responses={200: OutputSerializer})
-    def get(self, request):
+    def get(self, request: Request) -> Response:
         return Response(self.OutputSerializer(audit_head()).data)

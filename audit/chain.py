@@ -16,7 +16,9 @@ import json
 import math
 import uuid
 from collections.abc import Mapping
-from typing import Any
+from typing import cast
+
+from audit.types import JSON
 
 GENESIS_HASH = "0" * 64
 
@@ -35,7 +37,7 @@ HASHED_FIELDS = (
 )
 
 
-def json_value(value: Any) -> Any:
+def json_value(value: object) -> JSON:
     """A JSON-native copy of ``value`` that survives a round trip through jsonb unchanged.
 
     - floats: an integral float becomes an int (jsonb prints ``1e16`` as
@@ -70,7 +72,7 @@ def json_value(value: Any) -> Any:
     return _clean_text(str(value))
 
 
-def _json_key(key: Any) -> str:
+def _json_key(key: object) -> str:
     if isinstance(key, str):
         return _clean_text(str(key))
     # The key JSON itself would write: 1 -> "1", True -> "true", None -> "null".
@@ -88,7 +90,7 @@ def _clean_text(text: str) -> str:
     return text
 
 
-def canonical_json(value: Any) -> str:
+def canonical_json(value: JSON) -> str:
     # allow_nan=False: a NaN here means the value skipped json_value() and would not
     # survive PostgreSQL; fail loudly rather than store an event that cannot verify.
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
@@ -99,13 +101,13 @@ def created_at_text(created_at: dt.datetime) -> str:
     return created_at.astimezone(dt.UTC).isoformat()
 
 
-def event_payload(fields: Mapping[str, Any]) -> dict[str, Any]:
+def event_payload(fields: Mapping[str, object]) -> dict[str, object]:
     payload = {name: fields[name] for name in HASHED_FIELDS}
-    payload["created_at"] = created_at_text(fields["created_at"])
+    payload["created_at"] = created_at_text(cast(dt.datetime, fields["created_at"]))
     return payload
 
 
-def chain_hash(*, prev_hash: str, fields: Mapping[str, Any]) -> str:
+def chain_hash(*, prev_hash: str, fields: Mapping[str, object]) -> str:
     """The hash of one event: ``fields`` maps every name in HASHED_FIELDS to its stored value."""
     body = prev_hash + canonical_json(event_payload(fields))
     return hashlib.sha256(body.encode("utf-8")).hexdigest()

@@ -1,13 +1,17 @@
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
+from django.apps import AppConfig
 from django.conf import settings
 from django.core.checks import Warning, register
 
 
 @register()
-def sqlite_transactions_take_the_write_lock(app_configs, **kwargs) -> list[Warning]:
+def sqlite_transactions_take_the_write_lock(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> list[Warning]:
     """The audit chain relies on SQLite writers being serialized for their whole transaction."""
-    problems = []
+    problems: list[Warning] = []
     for alias, config in settings.DATABASES.items():
         if "sqlite3" not in config.get("ENGINE", ""):
             continue
@@ -25,9 +29,9 @@ def sqlite_transactions_take_the_write_lock(app_configs, **kwargs) -> list[Warni
 
 
 @register()
-def postgres_reads_committed_rows(app_configs, **kwargs) -> list[Warning]:
+def postgres_reads_committed_rows(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> list[Warning]:
     """The chain head is read under the chain lock; only READ COMMITTED sees the latest commit."""
-    problems = []
+    problems: list[Warning] = []
     for alias, config in settings.DATABASES.items():
         if "postgresql" not in config.get("ENGINE", ""):
             continue

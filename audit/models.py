@@ -1,23 +1,26 @@
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any, NoReturn
+
 from django.db import models
 
 APPEND_ONLY = "Audit events are append-only"
 
 
-class AuditEventQuerySet(models.QuerySet):
+class AuditEventQuerySet(models.QuerySet["AuditEvent"]):
     # Every path that could change or remove rows in bulk is closed; on PostgreSQL the
     # database refuses UPDATE, DELETE and TRUNCATE as well (migration 0003).
-    def update(self, **kwargs):
+    def update(self, **kwargs: Any) -> NoReturn:
         raise PermissionError(f"{APPEND_ONLY}: they cannot be updated.")
 
-    def delete(self):
+    def delete(self) -> NoReturn:
         raise PermissionError(f"{APPEND_ONLY}: they cannot be deleted.")
 
-    def bulk_update(self, objs, fields, batch_size=None):
+    def bulk_update(self, objs: Iterable[AuditEvent], fields: Iterable[str], batch_size: int | None = None) -> NoReturn:
         raise PermissionError(f"{APPEND_ONLY}: they cannot be updated.")
 
-    def bulk_create(self, objs, *args, **kwargs):
+    def bulk_create(self, objs: Iterable[AuditEvent], *args: Any, **kwargs: Any) -> NoReturn:
         raise PermissionError(f"{APPEND_ONLY}: write them one by one with audit.services.audit_record().")
 
 
@@ -45,6 +48,10 @@ class AuditEvent(models.Model):
 
     objects = AuditEventQuerySet.as_manager()
 
+    # Set by audit_record() on the one instance it may insert; read by save(). Declared, not
+    # assigned: an instance without it is refused.
+    _chain_append: bool
+
     class Meta:
         ordering = ["id"]
         indexes = [models.Index(fields=["target_type", "target_id"])]
@@ -58,12 +65,12 @@ class AuditEvent(models.Model):
     def __str__(self) -> str:
         return f"#{self.pk} {self.action} by {self.actor_repr or self.actor_type}"
 
-    def save(self, *args, **kwargs):
+    def save(self, *args: Any, **kwargs: Any) -> None:
         if self.pk is not None:
             raise PermissionError(f"{APPEND_ONLY}: an existing event cannot be changed.")
         if not getattr(self, "_chain_append", False):
             raise PermissionError(f"{APPEND_ONLY}: write them with audit.services.audit_record().")
         super().save(*args, **kwargs)
 
-    def delete(self, *args, **kwargs):
+    def delete(self, *args: Any, **kwargs: Any) -> NoReturn:
         raise PermissionError(f"{APPEND_ONLY}: an event cannot be deleted.")

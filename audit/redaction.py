@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Any
+
+from audit.types import JSON
 
 # Keys whose values are secrets, matched word by word ("api_key", "apiKey", "X-Api-Key",
 # "csrfmiddlewaretoken"), so that counts such as "prompt_tokens" or "bypass" stay readable.
@@ -369,11 +370,11 @@ class Redactor:
     as the number it was.
     """
 
-    def __init__(self, mapping: dict[str, Any] | None = None) -> None:
-        self.mapping: dict[str, Any] = dict(mapping or {})
+    def __init__(self, mapping: dict[str, JSON] | None = None) -> None:
+        self.mapping: dict[str, JSON] = dict(mapping or {})
         self._reverse = {_reverse_key(value): key for key, value in self.mapping.items()}
 
-    def _placeholder(self, kind: str, value: Any) -> str:
+    def _placeholder(self, kind: str, value: JSON) -> str:
         known = self._reverse.get(_reverse_key(value))
         if known is not None:
             return known
@@ -386,7 +387,7 @@ class Redactor:
     def redact_text(self, text: str) -> str:
         return scrub(text, self._placeholder)
 
-    def redact(self, value: Any) -> Any:
+    def redact(self, value: JSON) -> JSON:
         if isinstance(value, str):
             return self.redact_text(value)
         if card_number(value):
@@ -400,7 +401,7 @@ class Redactor:
             return [self.redact(item) for item in value]
         return value
 
-    def _redact_secret(self, value: Any) -> Any:
+    def _redact_secret(self, value: JSON) -> JSON:
         # Everything under a secret-named key is a secret, however it looks.
         if isinstance(value, dict):
             return {key: self._redact_secret(item) for key, item in value.items()}
@@ -410,7 +411,7 @@ class Redactor:
             return value
         return self._placeholder("SECRET", value)
 
-    def restore(self, value: Any) -> Any:
+    def restore(self, value: JSON) -> JSON:
         if isinstance(value, str):
             if value in self.mapping:
                 return self.mapping[value]
@@ -425,7 +426,7 @@ class Redactor:
         return value
 
 
-def _reverse_key(value: Any) -> tuple[str, str]:
+def _reverse_key(value: object) -> tuple[str, str]:
     # 4111111111111111 and "4111111111111111" are different originals: keep their types apart.
     return type(value).__name__, str(value)
 
@@ -452,7 +453,7 @@ def mask_text(value: str) -> str:
     return scrub(value, _mask)
 
 
-def mask_secrets(value: Any) -> Any:
+def mask_secrets(value: JSON) -> JSON:
     """For the audit log: blank out values under secret-looking keys and mask PII."""
     if isinstance(value, dict):
         return {key: _mask_item(key, item) for key, item in value.items()}
@@ -465,7 +466,7 @@ def mask_secrets(value: Any) -> Any:
     return value
 
 
-def _mask_item(key: Any, item: Any) -> Any:
+def _mask_item(key: object, item: JSON) -> JSON:
     if is_secret_key(key):
         return "***"
     if is_digest_key(key) and isinstance(item, str) and HEX_TOKEN.fullmatch(item):

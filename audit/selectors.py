@@ -3,7 +3,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 from django.db.models import QuerySet
 from django.utils import timezone
@@ -34,7 +34,14 @@ def parse_moment(value: str) -> dt.datetime:
     return moment
 
 
-def audit_head() -> dict[str, Any]:
+class AuditHead(TypedDict):
+    id: int | None
+    hash: str
+    created_at: dt.datetime | None
+    count: int
+
+
+def audit_head() -> AuditHead:
     """The newest event of the chain: record its hash somewhere else to detect a rewrite."""
     head = AuditEvent.objects.order_by("-id").values("id", "hash", "created_at").first()
     if head is None:
@@ -118,14 +125,17 @@ def audit_chain_verify(
     Stops at the first broken event. ``expected_head`` is a hash recorded earlier outside
     the database: the report says whether the chain still contains it.
     """
-    rows: Iterator[tuple] = (
+    # values_list() over a list of columns: the ORM types its rows as tuples of Any.
+    rows: Iterator[tuple[Any, ...]] = (
         AuditEvent.objects.order_by("id").values_list(*VERIFY_COLUMNS).iterator(chunk_size=chunk_size)
     )
-    prev_hash, head_id, count = GENESIS_HASH, None, 0
+    prev_hash: str = GENESIS_HASH
+    head_id: int | None = None
+    count = 0
     seen = False
     for row in rows:
         fields = dict(zip(VERIFY_COLUMNS, row, strict=True))
-        event_id = fields["id"]
+        event_id: int = fields["id"]
         if fields["prev_hash"] != prev_hash:
             problem = "does not link to the event before it (an event was removed, inserted or rewritten)"
             return ChainReport(count, prev_hash, head_id, ChainBreak(event_id, problem, prev_hash, fields["prev_hash"]))

@@ -1,8 +1,8 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, cast
 
 from django.db import connection, transaction
 from django.db.models import Model
@@ -13,22 +13,35 @@ from audit.models import AuditEvent
 from audit.redaction import mask_secrets
 from audit.selectors import audit_head
 
+if TYPE_CHECKING:
+    from django.contrib.auth.base_user import AbstractBaseUser
+    from django.contrib.auth.models import AnonymousUser
+
+    from agents.models import Agent, Run
+
 __all__ = ["GENESIS_HASH", "audit_head", "audit_record", "audited_atomic"]
 
 # Any constant works; it names the one advisory lock that serializes appends.
 ADVISORY_LOCK_KEY = 0x436F756E  # "Coun"
 
+# Who did it: a user (anonymous for a failed sign-in), an agent, a named system part
+# ("policy", "load_agents ...") or None for the system itself.
+type Actor = AbstractBaseUser | AnonymousUser | Agent | str | None
 
-def _actor_fields(actor: Any) -> tuple[str, str, str]:
+
+def _actor_fields(actor: Actor) -> tuple[str, str, str]:
     if actor is None:
         return AuditEvent.ActorType.SYSTEM, "", "system"
     if isinstance(actor, str):
         return AuditEvent.ActorType.SYSTEM, "", actor
+    # By class name: audit imports nothing from the apps that write to it.
     if actor.__class__.__name__ == "Agent":
-        return AuditEvent.ActorType.AGENT, str(actor.pk), f"agent:{actor.slug}"
+        agent = cast("Agent", actor)
+        return AuditEvent.ActorType.AGENT, str(agent.pk), f"agent:{agent.slug}"
     if getattr(actor, "is_anonymous", False):
         return AuditEvent.ActorType.USER, "", "anonymous"
-    return AuditEvent.ActorType.USER, str(actor.pk), actor.get_username()
+    user = cast("AbstractBaseUser", actor)
+    return AuditEvent.ActorType.USER, str(user.pk), user.get_username()
 
 
 def _target_fields(target: Model | None) -> tuple[str, str, str]:
@@ -42,9 +55,9 @@ def _agent_and_run(target: Model | None) -> tuple[str, int | None]:
         return "", None
     label = target._meta.label_lower
     if label == "agents.agent":
-        return target.slug, None  # type: ignore[attr-defined]
+        return cast("Agent", target).slug, None
     if label == "agents.run":
-        return target.agent.slug, target.pk  # type: ignore[attr-defined]
+        return cast("Run", target).agent.slug, target.pk
     run = getattr(target, "run", None)
     if run is not None:
         return run.agent.slug, run.pk
@@ -94,7 +107,9 @@ def _field(value: str, name: str) -> str:
     return value[: _MAX_LENGTH[name]]
 
 
-def audit_record(*, actor: Any, action: str, target: Model | None = None, data: dict | None = None) -> AuditEvent:
+def audit_record(
+    *, actor: Actor, action: str, target: Model | None = None, data: Mapping[str, object] | None = None
+) -> AuditEvent:
     """Append one event to the chain, inside the caller's transaction.
 
     ``data`` is masked (secrets, card numbers, e-mail addresses) and turned into plain JSON
@@ -106,7 +121,7 @@ def audit_record(*, actor: Any, action: str, target: Model | None = None, data: 
     actor_type, actor_id, actor_repr = _actor_fields(actor)
     target_type, target_id, target_repr = _target_fields(target)
     agent_slug, run_id = _agent_and_run(target)
-    fields: dict[str, Any] = {
+    fields: dict[str, object] = {
         "actor_type": actor_type,
         "actor_id": _field(actor_id, "actor_id"),
         "actor_repr": _field(actor_repr, "actor_repr"),
@@ -123,6 +138,6 @@ def audit_record(*, actor: Any, action: str, target: Model | None = None, data: 
         prev_hash = AuditEvent.objects.order_by("-id").values_list("hash", flat=True).first() or GENESIS_HASH
         fields["created_at"] = timezone.now()
         event = AuditEvent(**fields, prev_hash=prev_hash, hash=chain_hash(prev_hash=prev_hash, fields=fields))
-        event._chain_append = True  # type: ignore[attr-defined]
+        event._chain_append = True
         event.save(force_insert=True)
     return event

@@ -7,30 +7,12 @@ from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from config.errors import Conflict, DomainError, Forbidden
 
-class DomainError(Exception):
-    """Base of the errors services raise; ``status_code`` says how the API answers."""
-
-    status_code: int = status.HTTP_400_BAD_REQUEST
-    code = "invalid"
-
-    def __init__(self, message: str, *, details: dict | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.details = details or {}
+__all__ = ["Conflict", "DomainError", "Forbidden", "exception_handler"]
 
 
-class Conflict(DomainError):
-    status_code = status.HTTP_409_CONFLICT
-    code = "conflict"
-
-
-class Forbidden(DomainError):
-    status_code = status.HTTP_403_FORBIDDEN
-    code = "forbidden"
-
-
-def exception_handler(exc, context):
+def exception_handler(exc: Exception, context: dict[str, object]) -> Response | None:
     if isinstance(exc, DomainError):
         body = {"detail": exc.message, "code": exc.code, **exc.details}
         return Response(body, status=exc.status_code)

@@ -22,7 +22,7 @@ def broker_redis(*, timeout: float | None = 1.0) -> redis.Redis:
     return redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
 
 
-@app.task(name="config.ping", ignore_result=True)
+@app.task(name="config.ping", ignore_result=True)  # type: ignore[untyped-decorator]  # celery ships no types
 def ping(key: str) -> None:
     """Diagnostic: proves a worker took a task off the broker by setting ``key`` on its Redis."""
     client = broker_redis()

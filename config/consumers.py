@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+
+from audit.types import JSONObject
 
 PING_GROUP = "ping"
 
 
-class PingConsumer(AsyncJsonWebsocketConsumer):
+class PingConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]  # channels ships no types: its classes are Any
     async def connect(self) -> None:
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
@@ -22,5 +22,5 @@ class PingConsumer(AsyncJsonWebsocketConsumer):
     async def disconnect(self, code: int) -> None:
         await self.channel_layer.group_discard(PING_GROUP, self.channel_name)
 
-    async def ping_message(self, event: dict[str, Any]) -> None:
+    async def ping_message(self, event: JSONObject) -> None:
         await self.send_json(event.get("payload", {}))

@@ -11,15 +11,26 @@ import os
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import urlparse, urlsplit, urlunsplit
 
 import dj_database_url
+import django_stubs_ext
 from django.core.exceptions import ImproperlyConfigured
 
-# A plain module (no Django imports): settings may use it before the apps are loaded.
-from audit.redaction import url_masked
+# Lets classes such as ModelAdmin[AuditEvent] be written as the type checker reads them.
+django_stubs_ext.monkeypatch()
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def _password_masked(url: str) -> str:
+    """A URL fit for an error message: its password replaced by ***. (This module imports no app
+    code, so it does not use ``audit.redaction.url_masked``, which also masks query secrets.)"""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
 
 
 def env_bool(name: str, default: bool) -> bool:
@@ -83,6 +94,7 @@ INSTALLED_APPS = [
     "audit",
     "agents",
     "approvals",
+    "config",  # the project package as an app: its management commands (serve)
 ]
 
 MIDDLEWARE = [
@@ -167,7 +179,7 @@ if EMBEDDED_REDIS:
     REDIS_URL = f"unix://{EMBEDDED_REDIS_SOCKET}"
 elif urlparse(REDIS_URL).scheme not in {"redis", "rediss", "unix"}:
     raise ImproperlyConfigured(
-        f"REDIS_URL={url_masked(REDIS_URL)!r} is not a Redis URL: set REDIS_URL to redis://host:6379/0, "
+        f"REDIS_URL={_password_masked(REDIS_URL)!r} is not a Redis URL: set REDIS_URL to redis://host:6379/0, "
         "or unset it for the embedded default."
     )
 

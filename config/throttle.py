@@ -22,13 +22,13 @@ import hashlib
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
 from django.core.cache import cache
 
 from audit.services import audit_record
+from audit.types import AnyRequest
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ class SigninThrottled:
         return f"Too many failed sign-in attempts. Try again in {self.retry_after} seconds."
 
 
-def _client_ip(request: Any) -> str:
+def _client_ip(request: AnyRequest | None) -> str:
     return getattr(request, "META", {}).get("REMOTE_ADDR", "") if request is not None else ""
 
 
@@ -51,7 +51,7 @@ def _client_ip(request: Any) -> str:
 USERNAME_FACTOR = 10
 
 
-def _keys(*, request: Any, username: str) -> list[tuple[str, str, int]]:
+def _keys(*, request: AnyRequest | None, username: str) -> list[tuple[str, str, int]]:
     """(scope, cache key, limit) of every counter this attempt counts against."""
     limit = settings.SIGNIN_FAILURES_PER_WINDOW
     keys = []
@@ -68,7 +68,7 @@ def _keys(*, request: Any, username: str) -> list[tuple[str, str, int]]:
     return keys
 
 
-def signin_throttle_check(*, request: Any, username: str) -> SigninThrottled | None:
+def signin_throttle_check(*, request: AnyRequest | None, username: str) -> SigninThrottled | None:
     """None when this sign-in attempt may go ahead; otherwise why not (audited once per window)."""
     try:
         for scope, key, limit in _keys(request=request, username=username):
@@ -97,7 +97,7 @@ def signin_throttle_check(*, request: Any, username: str) -> SigninThrottled | N
     return None
 
 
-def signin_failure_record(*, request: Any, username: str) -> None:
+def signin_failure_record(*, request: AnyRequest | None, username: str) -> None:
     window = settings.SIGNIN_WINDOW_SECONDS
     try:
         for _scope, key, _limit in _keys(request=request, username=username):

@@ -22,4 +22,5 @@ urlpatterns = [
     path("api/v1/", include("audit.urls")),
     path("", views.home, name="home"),
     path("", include("approvals.page_urls")),
+    path("", include("agents.page_urls")),
 ]

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.auth.decorators import login_required
@@ -15,6 +15,12 @@ from config.throttle import SigninThrottled, signin_failure_record, signin_throt
 
 INBOX_PATH = "/inbox/"
 
+if TYPE_CHECKING:
+    # What the mixin is mixed into, so that its body and super().clean() type-check.
+    _AuthenticationFormBase = AuthenticationForm
+else:
+    _AuthenticationFormBase = object
+
 
 @login_required
 def home(request: HttpRequest) -> HttpResponse:
@@ -26,23 +32,22 @@ def home(request: HttpRequest) -> HttpResponse:
     return redirect(INBOX_PATH)
 
 
-class SigninLimitMixin:
+class SigninLimitMixin(_AuthenticationFormBase):
     """For an AuthenticationForm: refuse an attempt over the limit before the password is
     checked (so it writes no auth.login_failed event), and count each failed one."""
 
     throttled: SigninThrottled | None = None
 
     def clean(self) -> dict[str, Any]:
-        form: Any = self
-        username = str(form.cleaned_data.get("username") or form.data.get("username") or "")
-        self.throttled = signin_throttle_check(request=form.request, username=username)
+        username = str(self.cleaned_data.get("username") or self.data.get("username") or "")
+        self.throttled = signin_throttle_check(request=self.request, username=username)
         if self.throttled is not None:
             raise ValidationError(self.throttled.message, code="throttled")
         try:
-            return super().clean()  # type: ignore[misc]
+            return super().clean()
         except ValidationError:
-            if username and form.cleaned_data.get("password"):
-                signin_failure_record(request=form.request, username=username)
+            if username and self.cleaned_data.get("password"):
+                signin_failure_record(request=self.request, username=username)
             raise
 
 
@@ -54,10 +59,10 @@ class AdminSigninForm(SigninLimitMixin, AdminAuthenticationForm):
     pass
 
 
-class SigninView(LoginView):
+class SigninView(LoginView[SigninForm]):
     form_class = SigninForm
 
-    def form_invalid(self, form: Any) -> HttpResponse:
+    def form_invalid(self, form: SigninForm) -> HttpResponse:
         response = super().form_invalid(form)
         if form.throttled is not None:
             response.status_code = 429

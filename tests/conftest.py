@@ -61,7 +61,8 @@ def grant_tools(user: User, tools) -> None:
 
 @pytest.fixture
 def support_agent(db):
-    from agents.demo import SUPPORT_AGENT, agent_upsert, rules_seed
+    from agents.definitions import agent_upsert
+    from agents.demo.data import SUPPORT_AGENT, rules_seed
     from agents.models import KnowledgeArticle, Ticket
 
     KnowledgeArticle.objects.create(title="Refund policy", body="Refunds within 30 days.")
@@ -90,10 +91,18 @@ def assigned_reviewer(reviewer, support_agent) -> User:
 def doorbells(monkeypatch) -> list[tuple[str, int]]:
     """Keep run tasks off the real broker in a transactional test that drives runs itself:
     a live worker from an earlier test would otherwise advance them too, and its writes could
-    land in a later test. Records (task, run id) instead."""
-    from agents import tasks
+    land in a later test. Records (task, run id) instead: "advance" or "resume"."""
+    from config import doorbell
 
     rung: list[tuple[str, int]] = []
-    monkeypatch.setattr(tasks.advance_run, "delay", lambda run_id: rung.append(("advance", run_id)))
-    monkeypatch.setattr(tasks.resume_run, "delay", lambda run_id: rung.append(("resume", run_id)))
+    names = {doorbell.ADVANCE_RUN: "advance", doorbell.RESUME_RUN: "resume"}
+    real_send = doorbell.send
+
+    def send(task_name: str, *args: int) -> None:
+        if task_name in names:
+            rung.append((names[task_name], args[0]))
+        else:
+            real_send(task_name, *args)
+
+    monkeypatch.setattr(doorbell, "send", send)
     return rung

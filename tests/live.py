@@ -27,8 +27,8 @@ import pytest
 from django.conf import settings
 from django.db import connections
 
-from agents.embedded import EmbeddedRedis, EmbeddedRedisError, kill_group, spawn, stop_group
 from audit.redaction import url_masked
+from config.embedded import EmbeddedRedis, EmbeddedRedisError, kill_group, spawn, stop_group
 
 BASE_DIR = Path(settings.BASE_DIR)
 CI = os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}

@@ -2,7 +2,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Literal
+
+from audit.types import JSON, JSONObject
 
 
 class ReasonerError(Exception):
@@ -15,24 +17,24 @@ class Action:
 
     kind: Literal["tool", "final", "invalid"]
     tool: str = ""
-    arguments: Any = None
+    arguments: JSON = None
     rationale: str = ""
-    answer: Any = None
+    answer: JSON = None
     error: str = ""
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost: Decimal = Decimal("0")
     latency_ms: int = 0
-    transcript: dict[str, Any] = field(default_factory=dict)
+    transcript: JSONObject = field(default_factory=dict)
     # The redacted end of the history the reasoner answered (for the audit log).
-    prompt_tail: list[dict[str, Any]] = field(default_factory=list)
+    prompt_tail: list[JSONObject] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
 class ToolSpec:
     name: str
     description: str
-    parameters: dict[str, Any]
+    parameters: JSONObject  # the tool's JSON schema
 
 
 @dataclass(frozen=True)
@@ -42,10 +44,10 @@ class RunView:
     objective: str
     scope: str
     system_prompt: str
-    input: dict[str, Any]
-    history: list[dict[str, Any]]
+    input: JSONObject
+    history: list[JSONObject]
     tools: list[ToolSpec]
-    playbook: dict[str, Any]
+    playbook: JSONObject
 
 
 class Reasoner:

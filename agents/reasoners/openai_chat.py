@@ -6,24 +6,24 @@ import json
 import logging
 import time
 from decimal import Decimal
-from typing import Any
 
 import httpx
 from django.conf import settings
 
 from agents.reasoners.base import Action, Reasoner, ReasonerError, RunView
+from audit.types import JSON, JSONObject
 
 logger = logging.getLogger(__name__)
 
 RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 
 
-def build_messages(view: RunView) -> list[dict[str, Any]]:
+def build_messages(view: RunView) -> list[JSONObject]:
     system = (
         f"{view.system_prompt}\n\nObjective: {view.objective}\nScope: {view.scope}\n"
         "Use the tools to act. When the work is done, reply with the final answer as plain text."
     ).strip()
-    messages: list[dict[str, Any]] = [
+    messages: list[JSONObject] = [
         {"role": "system", "content": system},
         {"role": "user", "content": json.dumps(view.input, ensure_ascii=False)},
     ]
@@ -50,7 +50,7 @@ def build_messages(view: RunView) -> list[dict[str, Any]]:
     return messages
 
 
-def parse_reply(reply: dict[str, Any]) -> Action:
+def parse_reply(reply: JSON) -> Action:
     """The first tool call of the reply, or its text as the final answer; unusable output is "invalid"."""
     try:
         message = reply["choices"][0]["message"]
@@ -79,7 +79,7 @@ class OpenAIChatReasoner(Reasoner):
         self.client = client or httpx.Client(timeout=settings.LLM_TIMEOUT_SECONDS)
 
     def next_action(self, view: RunView) -> Action:
-        body = {
+        body: JSONObject = {
             "model": settings.LLM_MODEL,
             "messages": build_messages(view),
             "tools": [
@@ -104,7 +104,8 @@ class OpenAIChatReasoner(Reasoner):
         ) / 1000
         return action
 
-    def _post(self, body: dict[str, Any]) -> dict[str, Any]:
+    def _post(self, body: JSONObject) -> JSON:
+        """The endpoint's decoded reply: a chat completion object when it keeps to the API."""
         url = settings.LLM_BASE_URL.rstrip("/") + "/chat/completions"
         headers = {"Content-Type": "application/json"}
         if settings.LLM_API_KEY:

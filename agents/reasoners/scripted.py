@@ -19,17 +19,17 @@ playbook moves on, so a scripted run always ends.
 from __future__ import annotations
 
 import re
-from typing import Any
 
 from agents.reasoners.base import Action, Reasoner, RunView
 from approvals.rules import rule_matches
+from audit.types import JSON, JSONObject
 
 TEMPLATE = re.compile(r"\{\{\s*([\w.\-]+)\s*\}\}")
 WHOLE = re.compile(r"^\{\{\s*([\w.\-]+)\s*\}\}$")
 
 
-def lookup(context: dict[str, Any], path: str) -> Any:
-    value: Any = context
+def lookup(context: JSONObject, path: str) -> JSON:
+    value: JSON = context
     for part in path.split("."):
         if isinstance(value, dict):
             value = value.get(part)
@@ -40,7 +40,7 @@ def lookup(context: dict[str, Any], path: str) -> Any:
     return value
 
 
-def render(template: Any, context: dict[str, Any]) -> Any:
+def render(template: JSON, context: JSONObject) -> JSON:
     if isinstance(template, str):
         whole = WHOLE.match(template)
         if whole:
@@ -57,7 +57,7 @@ def render(template: Any, context: dict[str, Any]) -> Any:
 
 class ScriptedReasoner(Reasoner):
     def next_action(self, view: RunView) -> Action:
-        steps_done: dict[str, dict[str, Any]] = {}
+        steps_done: dict[str, JSONObject] = {}
         proposed: set[str] = set()
         calls: dict[str, str] = {}
         for entry in view.history:
@@ -72,7 +72,7 @@ class ScriptedReasoner(Reasoner):
                     error=entry.get("error", ""),
                     comment=entry.get("comment", ""),
                 )
-        context = {"input": view.input, "steps": steps_done}
+        context: JSONObject = {"input": view.input, "steps": steps_done}
 
         for index, step in enumerate(view.playbook.get("steps", [])):
             if "final" in step:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agents import services
+from agents import runtime
 from agents.models import Agent, Run, RunStatus, Ticket
 from approvals.models import ApprovalRequest, ApprovalStatus
 from audit.models import AuditEvent
@@ -14,12 +14,12 @@ pytestmark = pytest.mark.django_db
 
 def test_disabling_an_agent_in_the_admin_cancels_its_waiting_runs(client, support_agent, starter, operator):
     ticket = Ticket.objects.first()
-    run = services.run_create(
+    run = runtime.run_create(
         agent=support_agent,
         user=starter,
         payload={"ticket_id": ticket.pk, "customer_email": "jane@example.com", "amount": 120, "currency": "USD"},
     )
-    services.run_advance(run_id=run.pk)
+    runtime.run_advance(run_id=run.pk)
     assert Run.objects.get(pk=run.pk).status == RunStatus.WAITING
     operator.is_superuser = True
     operator.is_staff = True
@@ -86,15 +86,15 @@ def test_a_definition_that_disables_an_agent_stops_its_runs(tmp_path, support_ag
 
     from django.core.management import call_command
 
-    from agents.demo import SUPPORT_AGENT
+    from agents.demo.data import SUPPORT_AGENT
 
     ticket = Ticket.objects.first()
-    run = services.run_create(
+    run = runtime.run_create(
         agent=support_agent,
         user=starter,
         payload={"ticket_id": ticket.pk, "customer_email": "jane@example.com", "amount": 120, "currency": "USD"},
     )
-    services.run_advance(run_id=run.pk)
+    runtime.run_advance(run_id=run.pk)
     path = tmp_path / "agents.json"
     path.write_text(json.dumps({**SUPPORT_AGENT, "enabled": False}))
     call_command("load_agents", str(path))

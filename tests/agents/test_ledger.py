@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from agents import services
+from agents import runtime
 from agents.models import Agent, LedgerEntry, Run, RunStatus, Step, ToolCall, ToolCallStatus
 from agents.reasoners.base import Action, RunView
 from agents.reasoners.scripted import ScriptedReasoner
+from agents.runtime import proposals
 from agents.tools import arguments_hash
 from tests.conftest import grant_tools
 
@@ -27,8 +28,8 @@ def playbook_agent(slug="playbook", level=4, tools=("kb_search", "issue_refund",
 
 
 def run_for(agent, user, payload=None):
-    run = services.run_create(agent=agent, user=user, payload=payload or {})
-    services.run_advance(run_id=run.pk)
+    run = runtime.run_create(agent=agent, user=user, payload=payload or {})
+    runtime.run_advance(run_id=run.pk)
     run.refresh_from_db()
     return run
 
@@ -112,7 +113,7 @@ def test_executor_refuses_arguments_that_differ_from_the_approval(operator):
     # ... and arguments changed behind its back
     ToolCall.objects.filter(pk=call.pk).update(arguments={**call.arguments, "amount": 9999})
     Run.objects.filter(pk=run.pk).update(status=RunStatus.QUEUED)
-    services.run_advance(run_id=run.pk)
+    runtime.run_advance(run_id=run.pk)
     call.refresh_from_db()
     assert call.status == ToolCallStatus.FAILED
     assert "differ from the approved" in call.error
@@ -128,22 +129,22 @@ def test_a_call_left_executing_is_reconciled_not_repeated(operator):
             {"final": {"r": "{{steps.r.output.ledger_id}}"}},
         ],
     )
-    run = services.run_create(agent=agent, user=operator, payload={})
+    run = runtime.run_create(agent=agent, user=operator, payload={})
     # Simulate a crash after the side effect and before the ledger was updated.
     from agents.tools import ToolContext, registry
 
-    services.lease_take(run.pk)
+    runtime.lease_take(run.pk)
     run.refresh_from_db()
     action = Action(kind="tool", tool="issue_refund", arguments={"amount": 10}, transcript={"playbook_step": "r"})
     from audit.redaction import Redactor
 
-    services._propose(run, agent, action, Redactor())
+    proposals.propose(run, agent, action, Redactor())
     call = ToolCall.objects.get(run=run)
     ToolCall.objects.filter(pk=call.pk).update(status=ToolCallStatus.EXECUTING)
     registry["issue_refund"].run(call.arguments, ToolContext(idempotency_key=str(call.idempotency_key)))
     Run.objects.filter(pk=run.pk).update(lease_expires_at=None)  # the lease has expired
 
-    services.run_advance(run_id=run.pk)
+    runtime.run_advance(run_id=run.pk)
     run.refresh_from_db()
     assert run.status == RunStatus.SUCCEEDED, run.error
     assert LedgerEntry.objects.count() == 1
@@ -153,11 +154,11 @@ def test_a_call_left_executing_is_reconciled_not_repeated(operator):
 def test_second_delivery_while_leased_does_nothing(operator):
     grant_tools(operator, ["kb_search"])
     agent = playbook_agent(steps=[{"id": "s", "tool": "kb_search", "arguments": {"query": "x"}}])
-    run = services.run_create(agent=agent, user=operator, payload={})
-    lease = services.lease_take(run.pk)
+    run = runtime.run_create(agent=agent, user=operator, payload={})
+    lease = runtime.lease_take(run.pk)
     assert lease is not None
-    assert services.lease_take(run.pk) is None
-    services.run_advance(run_id=run.pk)  # a redelivered copy returns at once
+    assert runtime.lease_take(run.pk) is None
+    runtime.run_advance(run_id=run.pk)  # a redelivered copy returns at once
     assert Step.objects.filter(run=run).count() == 0
 
 

@@ -12,11 +12,11 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from agents import services
+from agents import runtime
 from agents.models import Agent, LedgerEntry, OutboxEmail, Run, RunStatus, Step, Ticket
 from agents.tasks import advance_run
+from approvals.decisions import approval_request_decide
 from approvals.models import ApprovalRequest
-from approvals.services import approval_request_decide
 from tests.conftest import grant_tools
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
@@ -46,7 +46,7 @@ def refund_payload(amount=120):
 
 
 def test_support_run_waits_then_finishes_after_decisions(celery_worker, support_agent, starter, assigned_reviewer):
-    run = services.run_create(agent=support_agent, user=starter, payload=refund_payload())
+    run = runtime.run_create(agent=support_agent, user=starter, payload=refund_payload())
     seen = {status_of(run)}
     wait_for(lambda: seen.add(status_of(run)) or status_of(run) == RunStatus.WAITING, message="waiting")
     assert ApprovalRequest.objects.get(run=run).tool == "issue_refund"
@@ -83,7 +83,7 @@ def test_duplicate_deliveries_never_double_an_effect(celery_worker, operator):
             ]
         },
     )
-    run = services.run_create(agent=agent, user=operator, payload={})
+    run = runtime.run_create(agent=agent, user=operator, payload={})
     for _ in range(6):  # the same task delivered again and again, concurrently
         advance_run.delay(run.pk)
     wait_for(lambda: status_of(run) == RunStatus.SUCCEEDED, message="succeeded")
@@ -92,19 +92,20 @@ def test_duplicate_deliveries_never_double_an_effect(celery_worker, operator):
 
 
 def test_paused_runs_hold_no_worker(celery_worker, support_agent, starter):
-    runs = [services.run_create(agent=support_agent, user=starter, payload=refund_payload()) for _ in range(8)]
+    runs = [runtime.run_create(agent=support_agent, user=starter, payload=refund_payload()) for _ in range(8)]
     wait_for(
         lambda: Run.objects.filter(status=RunStatus.WAITING).count() == len(runs),
         timeout=60,
         message="all runs waiting",
     )
     # the worker (2 slots) is free: a new read-only run goes through at once
-    from agents.demo import RESEARCH_AGENT, agent_upsert
+    from agents.definitions import agent_upsert
+    from agents.demo.data import RESEARCH_AGENT
 
     research, _ = agent_upsert(RESEARCH_AGENT)
     grant_tools(starter, ["kb_search"])
     started = time.monotonic()
-    quick = services.run_create(agent=research, user=starter, payload={"question": "refund policy"})
+    quick = runtime.run_create(agent=research, user=starter, payload={"question": "refund policy"})
     wait_for(lambda: status_of(quick) == RunStatus.SUCCEEDED, timeout=15, message="quick run")
     assert time.monotonic() - started < 15
 
@@ -124,7 +125,7 @@ def test_worker_killed_mid_run_never_doubles_an_effect(celery_worker, operator):
             "steps": [{"id": f"r{i}", "tool": "issue_refund", "arguments": {"amount": i + 1}} for i in range(12)]
         },
     )
-    run = services.run_create(agent=agent, user=operator, payload={})
+    run = runtime.run_create(agent=agent, user=operator, payload={})
     kills = 0
     while status_of(run) != RunStatus.SUCCEEDED and kills < 4:
         wait_for(
@@ -141,7 +142,7 @@ def test_worker_killed_mid_run_never_doubles_an_effect(celery_worker, operator):
         # The dead worker's lease would run out after RUN_LEASE_SECONDS; skip the wait, then do
         # what beat's sweeper does: re-enqueue runs whose lease expired.
         Run.objects.filter(pk=run.pk, status=RunStatus.RUNNING).update(lease_expires_at=timezone.now())
-        services.runs_recover()
+        runtime.runs_recover()
     wait_for(lambda: status_of(run) == RunStatus.SUCCEEDED, timeout=60, message="succeeded after kills")
     assert kills >= 1
     assert LedgerEntry.objects.count() == 12

@@ -5,7 +5,7 @@ import json
 import pytest
 from django.core.management import CommandError, call_command
 
-from agents.demo import RESEARCH_AGENT
+from agents.demo.data import RESEARCH_AGENT
 from agents.models import Agent
 
 pytestmark = pytest.mark.django_db

@@ -4,7 +4,7 @@ from decimal import Decimal
 
 import pytest
 
-from agents import services
+from agents import runtime
 from agents.models import Agent, LedgerEntry, RunStatus, Step
 from tests.agents.fake_llm import FakeLLM, tool_call
 from tests.conftest import grant_tools
@@ -36,8 +36,8 @@ def llm_settings(settings):
 
 
 def start(agent, user, payload):
-    run = services.run_create(agent=agent, user=user, payload=payload)
-    services.run_advance(run_id=run.pk)
+    run = runtime.run_create(agent=agent, user=user, payload=payload)
+    runtime.run_advance(run_id=run.pk)
     run.refresh_from_db()
     return run
 

@@ -6,10 +6,10 @@ from decimal import Decimal
 import pytest
 from django.utils import timezone
 
-from agents import services
+from agents import operations, runtime
 from agents.models import LedgerEntry, OutboxEmail, Run, RunStatus, Step, Ticket, ToolCall, ToolCallStatus
+from approvals.decisions import approval_request_decide
 from approvals.models import ApprovalRequest, ApprovalStatus
-from approvals.services import approval_request_decide
 
 pytestmark = pytest.mark.django_db
 
@@ -27,13 +27,13 @@ def refund_input(amount=120, **extra):
 
 
 def advance(run: Run) -> Run:
-    services.run_advance(run_id=run.pk)
+    runtime.run_advance(run_id=run.pk)
     run.refresh_from_db()
     return run
 
 
 def test_support_run_waits_at_refund_then_finishes_after_approval(support_agent, starter, assigned_reviewer):
-    run = services.run_create(agent=support_agent, user=starter, payload=refund_input())
+    run = runtime.run_create(agent=support_agent, user=starter, payload=refund_input())
     assert run.status == RunStatus.QUEUED
 
     run = advance(run)
@@ -45,7 +45,9 @@ def test_support_run_waits_at_refund_then_finishes_after_approval(support_agent,
 
     approval_request_decide(approval=approval, reviewer=assigned_reviewer, verdict="approve")
     run.refresh_from_db()
-    assert run.status == RunStatus.QUEUED
+    # The decision is in the database; the run's worker applies it under its lease.
+    assert run.status == RunStatus.WAITING
+    assert ToolCall.objects.get(run=run, tool="issue_refund").status == ToolCallStatus.AWAITING
     run = advance(run)
     # send_email waits for approval too at level 2
     assert run.status == RunStatus.WAITING
@@ -68,7 +70,7 @@ def test_support_run_waits_at_refund_then_finishes_after_approval(support_agent,
 
 
 def test_edited_amount_is_what_executes(support_agent, starter, assigned_reviewer):
-    run = advance(services.run_create(agent=support_agent, user=starter, payload=refund_input(300)))
+    run = advance(runtime.run_create(agent=support_agent, user=starter, payload=refund_input(300)))
     approval = ApprovalRequest.objects.get(run=run)
     approval_request_decide(
         approval=approval, reviewer=assigned_reviewer, verdict="edit", arguments={**approval.arguments, "amount": 250}
@@ -78,7 +80,7 @@ def test_edited_amount_is_what_executes(support_agent, starter, assigned_reviewe
 
 
 def test_rejection_replans_and_skips_the_refund(support_agent, starter, assigned_reviewer):
-    run = advance(services.run_create(agent=support_agent, user=starter, payload=refund_input()))
+    run = advance(runtime.run_create(agent=support_agent, user=starter, payload=refund_input()))
     approval = ApprovalRequest.objects.get(run=run)
     approval_request_decide(
         approval=approval, reviewer=assigned_reviewer, verdict="reject", comment="Not within 30 days"
@@ -95,28 +97,28 @@ def test_rejection_replans_and_skips_the_refund(support_agent, starter, assigned
 def test_rejection_stops_the_run_when_the_agent_says_so(support_agent, starter, assigned_reviewer):
     support_agent.on_reject = "stop"
     support_agent.save()
-    run = advance(services.run_create(agent=support_agent, user=starter, payload=refund_input()))
+    run = advance(runtime.run_create(agent=support_agent, user=starter, payload=refund_input()))
     approval_request_decide(
         approval=ApprovalRequest.objects.get(run=run), reviewer=assigned_reviewer, verdict="reject", comment="no"
     )
-    run.refresh_from_db()
+    run = advance(run)
     assert run.status == RunStatus.REJECTED
 
 
 def test_kill_switch_cancels_waiting_runs_and_refuses_new_ones(support_agent, starter, operator):
-    run = advance(services.run_create(agent=support_agent, user=starter, payload=refund_input()))
-    services.agent_set_enabled(agent=support_agent, enabled=False, user=operator, reason="incident")
+    run = advance(runtime.run_create(agent=support_agent, user=starter, payload=refund_input()))
+    operations.agent_set_enabled(agent=support_agent, enabled=False, user=operator, reason="incident")
     run.refresh_from_db()
     assert run.status == RunStatus.CANCELLED
     assert ApprovalRequest.objects.get(run=run).status == ApprovalStatus.CANCELLED
-    with pytest.raises(services.AgentDisabled):
-        services.run_create(agent=support_agent, user=starter, payload=refund_input())
+    with pytest.raises(runtime.AgentDisabled):
+        runtime.run_create(agent=support_agent, user=starter, payload=refund_input())
 
 
 def test_running_run_stops_at_next_boundary_when_cancel_requested(support_agent, starter, operator):
-    run = services.run_create(agent=support_agent, user=starter, payload=refund_input())
+    run = runtime.run_create(agent=support_agent, user=starter, payload=refund_input())
     Run.objects.filter(pk=run.pk).update(status=RunStatus.RUNNING)
-    services.run_cancel(run=run, user=operator)
+    runtime.run_cancel(run=run, user=operator)
     run.refresh_from_db()
     assert run.cancel_requested and run.status == RunStatus.RUNNING
     run = advance(run)
@@ -127,7 +129,7 @@ def test_running_run_stops_at_next_boundary_when_cancel_requested(support_agent,
 def test_level_3_executes_and_queues_a_review(support_agent, starter, assigned_reviewer):
     support_agent.autonomy_level = 3
     support_agent.save()
-    run = advance(services.run_create(agent=support_agent, user=starter, payload=refund_input()))
+    run = advance(runtime.run_create(agent=support_agent, user=starter, payload=refund_input()))
     assert run.status == RunStatus.SUCCEEDED, run.error
     assert LedgerEntry.objects.count() == 1
     reviews = ApprovalRequest.objects.filter(run=run, kind="review")
@@ -144,7 +146,7 @@ def test_level_3_executes_and_queues_a_review(support_agent, starter, assigned_r
 def test_level_1_suggestions_are_never_executed(support_agent, starter, assigned_reviewer):
     support_agent.autonomy_level = 1
     support_agent.save()
-    run = advance(services.run_create(agent=support_agent, user=starter, payload=refund_input()))
+    run = advance(runtime.run_create(agent=support_agent, user=starter, payload=refund_input()))
     suggestion = ApprovalRequest.objects.get(run=run)
     assert suggestion.kind == "suggestion"
     approval_request_decide(approval=suggestion, reviewer=assigned_reviewer, verdict="done", comment="refunded")
@@ -156,7 +158,7 @@ def test_level_1_suggestions_are_never_executed(support_agent, starter, assigned
 def test_budget_stops_the_run_with_a_reason(support_agent, starter):
     support_agent.max_steps = 1
     support_agent.save()
-    run = advance(services.run_create(agent=support_agent, user=starter, payload=refund_input()))
+    run = advance(runtime.run_create(agent=support_agent, user=starter, payload=refund_input()))
     assert run.status == RunStatus.FAILED
     assert "Step budget exhausted" in run.error
 
@@ -164,7 +166,7 @@ def test_budget_stops_the_run_with_a_reason(support_agent, starter):
 def test_wall_time_counts_running_not_waiting(support_agent, starter, assigned_reviewer):
     support_agent.max_wall_seconds = 60
     support_agent.save()
-    run = advance(services.run_create(agent=support_agent, user=starter, payload=refund_input()))
+    run = advance(runtime.run_create(agent=support_agent, user=starter, payload=refund_input()))
     assert run.status == RunStatus.WAITING and 0 < run.active_ms < 60_000
     # a long wait for a person does not count ...
     Run.objects.filter(pk=run.pk).update(started_at=run.started_at - timedelta(hours=5))
@@ -183,8 +185,8 @@ def test_wall_time_counts_running_not_waiting(support_agent, starter, assigned_r
 
 
 def test_bad_input_creates_nothing(support_agent, starter):
-    with pytest.raises(services.RunInputInvalid) as exc:
-        services.run_create(agent=support_agent, user=starter, payload={"ticket_id": "x"})
+    with pytest.raises(runtime.RunInputInvalid) as exc:
+        runtime.run_create(agent=support_agent, user=starter, payload={"ticket_id": "x"})
     errors = exc.value.details["errors"]
     assert "input.ticket_id" in errors
     assert any("'amount' is a required property" in message for message in errors["input"])
@@ -203,7 +205,7 @@ def test_ask_human_waits_for_an_answer(starter, assigned_reviewer, support_agent
     }
     support_agent.save()
     grant_tools(starter, ["ask_human"])
-    run = advance(services.run_create(agent=support_agent, user=starter, payload=refund_input()))
+    run = advance(runtime.run_create(agent=support_agent, user=starter, payload=refund_input()))
     question = ApprovalRequest.objects.get(run=run)
     assert question.kind == "question" and run.status == RunStatus.WAITING
     approval_request_decide(
@@ -224,7 +226,7 @@ def test_kill_switch_stops_a_running_run_at_the_next_step_boundary(support_agent
 
     def search_then_switch_off(args, context):
         # The operator pulls the kill switch while this step runs.
-        services.agent_set_enabled(
+        operations.agent_set_enabled(
             agent=Agent.objects.get(pk=support_agent.pk), enabled=False, user=operator, reason="x"
         )
         return original.func(args, context)
@@ -232,7 +234,7 @@ def test_kill_switch_stops_a_running_run_at_the_next_step_boundary(support_agent
     monkeypatch.setitem(
         tools.registry, "kb_search", original.__class__(**{**original.__dict__, "func": search_then_switch_off})
     )
-    run = advance(services.run_create(agent=support_agent, user=starter, payload=refund_input(amount=20)))
+    run = advance(runtime.run_create(agent=support_agent, user=starter, payload=refund_input(amount=20)))
     assert run.status == RunStatus.CANCELLED and "kill switch" in run.error
     assert list(ToolCall.objects.filter(run=run).values_list("tool", flat=True)) == ["kb_search"]
     assert LedgerEntry.objects.count() == 0 and OutboxEmail.objects.count() == 0
@@ -241,7 +243,7 @@ def test_kill_switch_stops_a_running_run_at_the_next_step_boundary(support_agent
 def test_cost_budget_stops_the_run_with_a_reason(support_agent, starter):
     support_agent.max_cost = Decimal("0.50")
     support_agent.save()
-    run = services.run_create(agent=support_agent, user=starter, payload=refund_input())
+    run = runtime.run_create(agent=support_agent, user=starter, payload=refund_input())
     Run.objects.filter(pk=run.pk).update(cost=Decimal("0.75"))
     run = advance(run)
     assert run.status == RunStatus.FAILED and "Cost budget exhausted" in run.error
@@ -249,23 +251,20 @@ def test_cost_budget_stops_the_run_with_a_reason(support_agent, starter):
 
 
 def test_the_sweeper_rings_again_for_a_lost_enqueue_and_an_expired_lease(
-    support_agent, starter, settings, django_capture_on_commit_callbacks, monkeypatch
+    support_agent, starter, settings, django_capture_on_commit_callbacks, doorbells
 ):
-    from agents import tasks
-
-    rung: list[int] = []
-    monkeypatch.setattr(tasks.advance_run, "delay", rung.append)
-    lost = services.run_create(agent=support_agent, user=starter, payload=refund_input())
-    crashed = services.run_create(agent=support_agent, user=starter, payload=refund_input())
-    fresh = services.run_create(agent=support_agent, user=starter, payload=refund_input())
+    lost = runtime.run_create(agent=support_agent, user=starter, payload=refund_input())
+    crashed = runtime.run_create(agent=support_agent, user=starter, payload=refund_input())
+    fresh = runtime.run_create(agent=support_agent, user=starter, payload=refund_input())
     long_ago = timezone.now() - timedelta(seconds=settings.RUN_REQUEUE_AFTER_SECONDS + 5)
     Run.objects.filter(pk=lost.pk).update(enqueued_at=long_ago)
     Run.objects.filter(pk=crashed.pk).update(
         status=RunStatus.RUNNING, lease_owner="dead-worker", lease_expires_at=timezone.now() - timedelta(seconds=1)
     )
     with django_capture_on_commit_callbacks(execute=True):
-        counts = services.runs_recover()
-    assert counts == {"requeued": 1, "lease_expired": 1}
+        counts = runtime.runs_recover()
+    assert counts == {"requeued": 1, "lease_expired": 1, "resumes_rung": 0}
+    rung = [run_id for task, run_id in doorbells if task == "advance"]
     assert sorted(rung) == sorted([lost.pk, crashed.pk]) and fresh.pk not in rung
     # the worker that picks the crashed run up takes it over and finishes the work
     run = advance(Run.objects.get(pk=crashed.pk))

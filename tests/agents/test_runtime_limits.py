@@ -7,9 +7,11 @@ import time
 
 import pytest
 
-from agents import services, tools
+from agents import runtime, tools
 from agents.models import Agent, Run, RunStatus, Step, ToolCall
 from agents.reasoners.base import Action
+from agents.runtime import lease as lease_module
+from agents.runtime import loop, proposals
 from audit.models import AuditEvent
 from audit.redaction import Redactor
 from tests.conftest import grant_tools
@@ -31,18 +33,18 @@ def playbook_agent(steps, tools_=("kb_search", "issue_refund"), level=4) -> Agen
 def test_a_worker_that_lost_its_lease_writes_nothing(operator):
     grant_tools(operator, ["issue_refund"])
     agent = playbook_agent([{"id": "r", "tool": "issue_refund", "arguments": {"amount": 10}}])
-    run = services.run_create(agent=agent, user=operator, payload={})
-    lease = services.lease_take(run.pk)
+    run = runtime.run_create(agent=agent, user=operator, payload={})
+    lease = runtime.lease_take(run.pk)
     assert lease is not None
     # The lease ran out while this worker was thinking, and another worker took the run.
     Run.objects.filter(pk=run.pk).update(lease_owner="another-worker")
     run.refresh_from_db()
     events = AuditEvent.objects.count()
     action = Action(kind="tool", tool="issue_refund", arguments={"amount": 10}, transcript={"playbook_step": "r"})
-    with pytest.raises(services.LeaseLost):
-        services._propose(run, agent, action, Redactor(), lease=lease)
-    with pytest.raises(services.LeaseLost):
-        services._complete(run, Action(kind="final", answer={"done": True}), Redactor(), lease=lease)
+    with pytest.raises(runtime.LeaseLost):
+        proposals.propose(run, agent, action, Redactor(), lease=lease)
+    with pytest.raises(runtime.LeaseLost):
+        loop._complete(run, Action(kind="final", answer={"done": True}), Redactor(), lease=lease)
     assert not ToolCall.objects.exists() and not Step.objects.exists()
     assert AuditEvent.objects.count() == events
     run.refresh_from_db()
@@ -53,12 +55,12 @@ def test_a_worker_that_lost_its_lease_writes_nothing(operator):
 def test_the_lease_is_renewed_while_the_worker_is_busy(operator, settings, doorbells):
     settings.RUN_LEASE_SECONDS = 1
     agent = playbook_agent([{"final": {"done": True}}])
-    run = services.run_create(agent=agent, user=operator, payload={})
-    lease = services.lease_take(run.pk)
+    run = runtime.run_create(agent=agent, user=operator, payload={})
+    lease = runtime.lease_take(run.pk)
     first_expiry = Run.objects.get(pk=run.pk).lease_expires_at
-    with services.LeaseKeeper(lease) as keeper:
+    with lease_module.LeaseKeeper(lease) as keeper:
         time.sleep(1.5)  # longer than the lease: without renewal another worker could take it
-        assert services.lease_take(run.pk) is None
+        assert runtime.lease_take(run.pk) is None
         assert not keeper.lost
     assert Run.objects.get(pk=run.pk).lease_expires_at > first_expiry
 
@@ -74,10 +76,10 @@ def test_long_runs_go_on_in_fresh_tasks(operator, settings):
             {"final": {"done": True}},
         ]
     )
-    run = services.run_create(agent=agent, user=operator, payload={})
+    run = runtime.run_create(agent=agent, user=operator, payload={})
     tasks = 0
     while run.status not in (RunStatus.SUCCEEDED, RunStatus.FAILED) and tasks < 20:
-        services.run_advance(run_id=run.pk)
+        runtime.run_advance(run_id=run.pk)
         tasks += 1
         run.refresh_from_db()
         assert run.lease_owner == ""  # each task let go of the run
@@ -107,10 +109,10 @@ def test_a_hung_tool_times_out_without_holding_the_worker(operator, settings, mo
             {"final": {"status": "{{steps.s.status}}", "error": "{{steps.s.error}}"}},
         ]
     )
-    run = services.run_create(agent=agent, user=operator, payload={})
+    run = runtime.run_create(agent=agent, user=operator, payload={})
     started = time.monotonic()
     try:
-        services.run_advance(run_id=run.pk)
+        runtime.run_advance(run_id=run.pk)
     finally:
         release.set()
     elapsed = time.monotonic() - started
@@ -142,9 +144,9 @@ def test_a_write_tool_that_times_out_is_left_for_a_person_not_retried(operator, 
         original.__class__(**{**original.__dict__, "func": hung, "timeout_seconds": 0.2}),
     )
     agent = playbook_agent([{"id": "r", "tool": "issue_refund", "arguments": {"amount": 10}}, {"final": {}}])
-    run = services.run_create(agent=agent, user=operator, payload={})
+    run = runtime.run_create(agent=agent, user=operator, payload={})
     try:
-        services.run_advance(run_id=run.pk)
+        runtime.run_advance(run_id=run.pk)
     finally:
         release.set()
     run.refresh_from_db()
@@ -157,17 +159,17 @@ def test_a_write_tool_that_times_out_is_left_for_a_person_not_retried(operator, 
 @pytest.mark.django_db
 def test_a_call_a_person_approved_runs_even_when_the_step_budget_is_spent(support_agent, starter, assigned_reviewer):
     from agents.models import LedgerEntry, Ticket
+    from approvals.decisions import approval_request_decide
     from approvals.models import ApprovalRequest
-    from approvals.services import approval_request_decide
 
     support_agent.max_steps = 2  # kb_search, then the refund proposal: the budget is spent
     support_agent.save()
     payload = {"ticket_id": Ticket.objects.first().pk, "customer_email": "jane@example.com", "amount": 120}
-    run = services.run_create(agent=support_agent, user=starter, payload=payload)
-    services.run_advance(run_id=run.pk)
+    run = runtime.run_create(agent=support_agent, user=starter, payload=payload)
+    runtime.run_advance(run_id=run.pk)
     approval = ApprovalRequest.objects.get(run=run, tool="issue_refund")
     approval_request_decide(approval=approval, reviewer=assigned_reviewer, verdict="approve")
-    services.run_advance(run_id=run.pk)
+    runtime.run_advance(run_id=run.pk)
     run.refresh_from_db()
     assert LedgerEntry.objects.count() == 1  # the approved refund ran
     assert run.status == RunStatus.FAILED and "Step budget exhausted" in run.error

@@ -19,8 +19,9 @@ from guardian.shortcuts import assign_perm
 from agents.models import Agent, Run, ToolCall
 from agents.tools import arguments_hash
 from approvals import consumers
-from approvals.events import agent_group, event_message, inbox_event_publish
+from approvals.events import agent_group, event_message
 from approvals.models import ApprovalRequest, ApprovalStatus, InboxEvent
+from approvals.notify import inbox_event_publish
 from config.routing import websocket_urlpatterns
 from tests.conftest import make_user
 
@@ -200,7 +201,7 @@ def test_bad_last_seq_means_from_the_start(support_agent, starter, assigned_revi
 
 
 def test_a_console_revocation_reaches_an_open_socket_at_once(support_agent, starter, assigned_reviewer, operator):
-    from approvals.services import reviewer_assignment_set
+    from approvals.operations import reviewer_assignment_set
 
     async def scenario():
         socket = communicator(assigned_reviewer)

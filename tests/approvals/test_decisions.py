@@ -8,10 +8,10 @@ from django.db import connection
 from guardian.shortcuts import assign_perm
 from rest_framework.test import APIClient
 
-from agents import services
-from agents.models import LedgerEntry, Run, RunStatus, Ticket
+from agents import runtime
+from agents.models import LedgerEntry, Run, RunStatus, Step, Ticket, ToolCall, ToolCallStatus
+from approvals.decisions import AlreadyDecided, approval_request_decide
 from approvals.models import ApprovalRequest, ApprovalStatus, BusinessRule, Decision
-from approvals.services import AlreadyDecided, approval_request_decide
 from audit.models import AuditEvent
 from tests.conftest import make_user
 
@@ -26,12 +26,12 @@ def client_for(user) -> APIClient:
 
 def waiting_refund(agent, starter, amount=120) -> ApprovalRequest:
     ticket = Ticket.objects.first()
-    run = services.run_create(
+    run = runtime.run_create(
         agent=agent,
         user=starter,
         payload={"ticket_id": ticket.pk, "customer_email": "jane@example.com", "amount": amount, "currency": "USD"},
     )
-    services.run_advance(run_id=run.pk)
+    runtime.run_advance(run_id=run.pk)
     return ApprovalRequest.objects.get(run=run, tool="issue_refund")
 
 
@@ -94,7 +94,8 @@ def test_two_approval_rule_needs_two_people(support_agent, starter, assigned_rev
         approval_request_decide(approval=approval, reviewer=assigned_reviewer, verdict="approve")
     second = approval_request_decide(approval=approval, reviewer=other_reviewer, verdict="approve")
     assert second.status == ApprovalStatus.APPROVED
-    assert Run.objects.get(pk=approval.run_id).status == RunStatus.QUEUED
+    runtime.run_advance(run_id=approval.run_id)
+    assert ToolCall.objects.get(pk=approval.tool_call_id).status == ToolCallStatus.SUCCEEDED
 
 
 @pytest.mark.parametrize(
@@ -144,7 +145,7 @@ def test_expiry_applies_the_default_action_once(support_agent, starter, assigned
 
     from django.utils import timezone
 
-    from approvals.services import approvals_sweep
+    from approvals.decisions import approvals_sweep
 
     approval = waiting_refund(support_agent, starter)
     later = timezone.now() + timedelta(seconds=support_agent.approval_deadline_seconds + 1)
@@ -153,7 +154,9 @@ def test_expiry_applies_the_default_action_once(support_agent, starter, assigned
     approval.refresh_from_db()
     assert approval.status == ApprovalStatus.EXPIRED
     assert AuditEvent.objects.filter(action="approvals.request.expired").count() == 1
-    assert Run.objects.get(pk=approval.run_id).status == RunStatus.QUEUED  # re-plans with "expired"
+    runtime.run_advance(run_id=approval.run_id)  # re-plans with "expired"
+    assert ToolCall.objects.get(pk=approval.tool_call_id).status == ToolCallStatus.REJECTED
+    assert "expired" in Step.objects.get(run_id=approval.run_id, kind=Step.Kind.DECISION).input["comment"]
     with pytest.raises(AlreadyDecided):
         approval_request_decide(approval=approval, reviewer=assigned_reviewer, verdict="approve")
 
@@ -166,8 +169,8 @@ def test_escalation_after_sla(
     from django.contrib.auth.models import Group
     from django.utils import timezone
 
+    from approvals.decisions import approvals_sweep
     from approvals.models import InboxEvent
-    from approvals.services import approvals_sweep
 
     leads = Group.objects.create(name="support-leads")
     lead = make_user("lead")
@@ -210,24 +213,21 @@ def test_twenty_concurrent_decisions_one_wins(support_agent, starter, django_cap
         finally:
             connection.close()
 
-    from unittest import mock
-
-    with mock.patch("agents.tasks.resume_run.delay") as resume:
-        threads = [threading.Thread(target=decide, args=(user,)) for user in reviewers]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+    threads = [threading.Thread(target=decide, args=(user,)) for user in reviewers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
     assert sorted(codes) == [200] + [409] * 19
     assert Decision.objects.filter(request=approval).count() == 1
     assert AuditEvent.objects.filter(action="approvals.request.decided").count() == 1
-    assert resume.call_count == 1
+    assert doorbells.count(("resume", approval.run_id)) == 1
 
 
 def test_decision_resumes_and_refund_amount_is_exact(support_agent, starter, assigned_reviewer):
     approval = waiting_refund(support_agent, starter, amount=499.99)
     approval_request_decide(approval=approval, reviewer=assigned_reviewer, verdict="approve")
-    services.run_advance(run_id=approval.run_id)
+    runtime.run_advance(run_id=approval.run_id)
     assert LedgerEntry.objects.get().amount == Decimal("499.99")
 
 
@@ -287,7 +287,7 @@ def test_an_approval_is_bound_to_the_arguments_the_reviewer_saw(
 
 
 def test_the_starter_cannot_review_their_own_executed_action(support_agent, starter, assigned_reviewer):
-    from approvals.services import NotAllowed
+    from approvals.decisions import NotAllowed
 
     support_agent.autonomy_level = 3
     support_agent.save()
@@ -304,12 +304,13 @@ def test_expiry_with_the_cancel_action_cancels_the_run(support_agent, starter):
 
     from django.utils import timezone
 
-    from approvals.services import approvals_sweep
+    from approvals.decisions import approvals_sweep
 
     support_agent.expiry_action = "cancel"
     support_agent.save()
     approval = waiting_refund(support_agent, starter)
     approvals_sweep(now=timezone.now() + timedelta(seconds=support_agent.approval_deadline_seconds + 1))
+    runtime.run_advance(run_id=approval.run_id)
     run = Run.objects.get(pk=approval.run_id)
     assert run.status == RunStatus.CANCELLED and "expired" in run.error
     assert not LedgerEntry.objects.exists()
@@ -321,7 +322,7 @@ def test_a_decision_racing_the_expiry_sweeper_ends_in_one_state(support_agent, s
 
     from django.utils import timezone
 
-    from approvals.services import approval_request_expire
+    from approvals.decisions import approval_request_expire
 
     for _ in range(5):
         approval = waiting_refund(support_agent, starter)

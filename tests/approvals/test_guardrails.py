@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 from rest_framework.test import APIClient
 
-from agents import services
+from agents import runtime
 from agents.models import Agent, KnowledgeArticle, Run, RunStatus, Step
 from approvals.guardrails import KeywordSafetyFilter, check_input
 from audit.models import AuditEvent
@@ -52,8 +52,8 @@ def test_injected_text_in_tool_output_is_withheld_from_the_reasoner(operator):
             ]
         },
     )
-    run = services.run_create(agent=agent, user=operator, payload={})
-    services.run_advance(run_id=run.pk)
+    run = runtime.run_create(agent=agent, user=operator, payload={})
+    runtime.run_advance(run_id=run.pk)
     run.refresh_from_db()
     observation = run.steps.get(kind=Step.Kind.OBSERVATION)
     assert observation.verdict == "block" and "blocklist" in observation.verdict_reason
@@ -76,8 +76,8 @@ def test_final_answer_blocked(operator):
         tools=[],
         playbook={"steps": [{"final": {"text": "BEGIN RSA PRIVATE KEY abc"}}]},
     )
-    run = services.run_create(agent=agent, user=operator, payload={})
-    services.run_advance(run_id=run.pk)
+    run = runtime.run_create(agent=agent, user=operator, payload={})
+    runtime.run_advance(run_id=run.pk)
     run.refresh_from_db()
     assert run.status == RunStatus.FAILED and "blocked by guardrail" in run.error
     assert run.result is None
@@ -118,13 +118,13 @@ def flagged_answer_agent(level: int) -> Agent:
 def test_a_flagged_final_answer_waits_for_a_person_and_only_that_answer_is_the_result(operator, reviewer):
     from guardian.shortcuts import assign_perm
 
+    from approvals.decisions import DecisionInvalid, approval_request_decide
     from approvals.models import ApprovalRequest
-    from approvals.services import DecisionInvalid, approval_request_decide
 
     agent = flagged_answer_agent(level=4)
     assign_perm("review_agent", reviewer, agent)
-    run = services.run_create(agent=agent, user=operator, payload={})
-    services.run_advance(run_id=run.pk)
+    run = runtime.run_create(agent=agent, user=operator, payload={})
+    runtime.run_advance(run_id=run.pk)
     run.refresh_from_db()
     assert run.status == RunStatus.WAITING and run.result is None
     approval = ApprovalRequest.objects.get(run=run)
@@ -133,7 +133,7 @@ def test_a_flagged_final_answer_waits_for_a_person_and_only_that_answer_is_the_r
     with pytest.raises(DecisionInvalid):
         approval_request_decide(approval=approval, reviewer=reviewer, verdict="edit", arguments={"answer": "x"})
     approval_request_decide(approval=approval, reviewer=reviewer, verdict="approve")
-    services.run_advance(run_id=run.pk)
+    runtime.run_advance(run_id=run.pk)
     run.refresh_from_db()
     assert run.status == RunStatus.SUCCEEDED
     assert run.result == {"text": "We guarantee a full refund tomorrow."}
@@ -142,13 +142,13 @@ def test_a_flagged_final_answer_waits_for_a_person_and_only_that_answer_is_the_r
 def test_a_rejected_final_answer_ends_the_run(operator, reviewer):
     from guardian.shortcuts import assign_perm
 
+    from approvals.decisions import approval_request_decide
     from approvals.models import ApprovalRequest
-    from approvals.services import approval_request_decide
 
     agent = flagged_answer_agent(level=2)
     assign_perm("review_agent", reviewer, agent)
-    run = services.run_create(agent=agent, user=operator, payload={})
-    services.run_advance(run_id=run.pk)
+    run = runtime.run_create(agent=agent, user=operator, payload={})
+    runtime.run_advance(run_id=run.pk)
     approval = ApprovalRequest.objects.get(run=run)
     approval_request_decide(approval=approval, reviewer=reviewer, verdict="reject", comment="no promises")
     run.refresh_from_db()
@@ -169,8 +169,8 @@ def test_a_flagged_tool_output_asks_a_person_to_review_it(operator):
         autonomy_level=4,
         playbook={"steps": [{"id": "s", "tool": "kb_search", "arguments": {"query": "refund"}}, {"final": {}}]},
     )
-    run = services.run_create(agent=agent, user=operator, payload={})
-    services.run_advance(run_id=run.pk)
+    run = runtime.run_create(agent=agent, user=operator, payload={})
+    runtime.run_advance(run_id=run.pk)
     run.refresh_from_db()
     assert run.status == RunStatus.SUCCEEDED  # the reasoner saw it: a flag, not a block
     observation = run.steps.get(kind=Step.Kind.OBSERVATION)

@@ -10,10 +10,10 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from guardian.shortcuts import assign_perm
 
-from agents import services
+from agents import runtime
 from agents.models import Agent, LedgerEntry, Run, RunStatus, Ticket
+from approvals.decisions import approval_request_decide
 from approvals.models import ApprovalRequest, ApprovalStatus, BusinessRule, Decision
-from approvals.services import approval_request_decide
 from audit.models import AuditEvent
 from tests.conftest import make_user
 
@@ -30,7 +30,7 @@ def client_for(user, *, csrf: bool = False) -> Client:
 
 def waiting_refund(agent, starter, *, amount=120, reason="broken kettle") -> ApprovalRequest:
     ticket = Ticket.objects.first()
-    run = services.run_create(
+    run = runtime.run_create(
         agent=agent,
         user=starter,
         payload={
@@ -41,7 +41,7 @@ def waiting_refund(agent, starter, *, amount=120, reason="broken kettle") -> App
             "reason": reason,
         },
     )
-    services.run_advance(run_id=run.pk)
+    runtime.run_advance(run_id=run.pk)
     return ApprovalRequest.objects.select_related("agent", "run").get(run=run, tool="issue_refund")
 
 
@@ -396,7 +396,7 @@ def test_trace_shows_the_executed_edit(support_agent, starter, assigned_reviewer
         verdict="edit",
         arguments={**approval.arguments, "amount": 33.25},
     )
-    services.run_advance(run_id=approval.run_id)
+    runtime.run_advance(run_id=approval.run_id)
     assert LedgerEntry.objects.get().amount == pytest.approx(33.25)
     page = client_for(starter).get(f"/runs/{approval.run_id}/").text
     assert "Decision: issue_refund approved by reviewer" in page
@@ -416,8 +416,8 @@ def test_a_question_is_answered_on_the_page(starter, assigned_reviewer, support_
     )
     grant_tools(starter, ["ask_human"])
     assign_perm("review_agent", assigned_reviewer, agent)
-    run = services.run_create(agent=agent, user=starter, payload={})
-    services.run_advance(run_id=run.pk)
+    run = runtime.run_create(agent=agent, user=starter, payload={})
+    runtime.run_advance(run_id=run.pk)
     question = ApprovalRequest.objects.get(run=run)
     assert question.kind == "question"
     client = client_for(assigned_reviewer)

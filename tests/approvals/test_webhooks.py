@@ -42,7 +42,7 @@ class Receiver:
 def test_created_and_decided_webhooks_are_signed(
     support_agent, starter, assigned_reviewer, django_capture_on_commit_callbacks
 ):
-    from approvals.services import approval_request_decide
+    from approvals.decisions import approval_request_decide
 
     receiver = Receiver()
     support_agent.webhook_url = receiver.url
@@ -73,7 +73,7 @@ def test_created_and_decided_webhooks_are_signed(
 
 
 def test_failing_receiver_never_blocks_a_decision(support_agent, starter, assigned_reviewer):
-    from approvals.services import approval_request_decide
+    from approvals.decisions import approval_request_decide
 
     receiver = Receiver(status=500)
     support_agent.webhook_url = receiver.url

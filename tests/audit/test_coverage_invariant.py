@@ -14,10 +14,10 @@ import pytest
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from agents import services
+from agents import operations, runtime
 from agents.models import Run, RunStatus, Step, Ticket, ToolCall, ToolCallStatus
+from approvals.decisions import approval_request_decide, approvals_sweep
 from approvals.models import ApprovalRequest, ApprovalStatus, Decision
-from approvals.services import approval_request_decide, approvals_sweep
 from audit.models import AuditEvent
 from tests.conftest import PASSWORD
 
@@ -26,12 +26,12 @@ pytestmark = pytest.mark.django_db
 
 def start(agent, user, amount):
     ticket = Ticket.objects.first()
-    run = services.run_create(
+    run = runtime.run_create(
         agent=agent,
         user=user,
         payload={"ticket_id": ticket.pk, "customer_email": "jane@example.com", "amount": amount, "currency": "USD"},
     )
-    services.run_advance(run_id=run.pk)
+    runtime.run_advance(run_id=run.pk)
     return run
 
 
@@ -45,7 +45,7 @@ def test_audit_events_match_state_changes(
     from django.contrib.auth.models import Group
 
     from approvals.models import BusinessRule
-    from approvals.services import business_rule_save, reviewer_assignment_set
+    from approvals.operations import business_rule_save, reviewer_assignment_set
 
     level_changes = kill_switches = cancels = rule_changes = 0
     assert reviewer_assignment_set(agent=support_agent, reviewer=other_reviewer, granted=True, by=operator)
@@ -62,20 +62,20 @@ def test_audit_events_match_state_changes(
 
     approved = start(support_agent, starter, 100)
     approval_request_decide(approval=pending(approved), reviewer=assigned_reviewer, verdict="approve")
-    services.run_advance(run_id=approved.pk)
+    runtime.run_advance(run_id=approved.pk)
 
     edited = start(support_agent, starter, 300)
     approval = pending(edited)
     approval_request_decide(
         approval=approval, reviewer=assigned_reviewer, verdict="edit", arguments={**approval.arguments, "amount": 250}
     )
-    services.run_advance(run_id=edited.pk)
+    runtime.run_advance(run_id=edited.pk)
 
     rejected = start(support_agent, starter, 50)
     approval_request_decide(
         approval=pending(rejected), reviewer=other_reviewer, verdict="reject", comment="duplicate request"
     )
-    services.run_advance(run_id=rejected.pk)
+    runtime.run_advance(run_id=rejected.pk)
 
     leads = Group.objects.create(name="support-leads")
     support_agent.escalation_group = leads
@@ -83,7 +83,7 @@ def test_audit_events_match_state_changes(
     expiring = start(support_agent, starter, 75)
     approvals_sweep(now=timezone.now() + timedelta(seconds=support_agent.approval_sla_seconds + 5))
     approvals_sweep(now=timezone.now() + timedelta(seconds=support_agent.approval_deadline_seconds + 5))
-    services.run_advance(run_id=expiring.pk)
+    runtime.run_advance(run_id=expiring.pk)
 
     bulk = [start(support_agent, starter, amount) for amount in (10, 20, 30)]
     response = APIClient()
@@ -101,29 +101,29 @@ def test_audit_events_match_state_changes(
     )
     assert response.status_code == 302
 
-    services.agent_set_level(agent=support_agent, level=3, user=operator, reason="trusted")
+    operations.agent_set_level(agent=support_agent, level=3, user=operator, reason="trusted")
     level_changes += 1
-    services.run_advance(run_id=bulk[0].pk)  # continues at level 3: executes and queues reviews
+    runtime.run_advance(run_id=bulk[0].pk)  # continues at level 3: executes and queues reviews
 
-    cancelled = services.run_create(
+    cancelled = runtime.run_create(
         agent=support_agent,
         user=starter,
         payload={"ticket_id": Ticket.objects.first().pk, "customer_email": "jane@example.com", "amount": 60},
     )
-    services.run_cancel(run=cancelled, user=operator, reason="wrong customer")
+    runtime.run_cancel(run=cancelled, user=operator, reason="wrong customer")
     cancels += 1
     # A running run is asked to stop, and stops at its next step boundary.
-    running = services.run_create(
+    running = runtime.run_create(
         agent=support_agent,
         user=starter,
         payload={"ticket_id": Ticket.objects.first().pk, "customer_email": "jane@example.com", "amount": 61},
     )
     Run.objects.filter(pk=running.pk).update(status=RunStatus.RUNNING)
-    services.run_cancel(run=running, user=operator, reason="customer called")
-    services.run_advance(run_id=running.pk)
+    runtime.run_cancel(run=running, user=operator, reason="customer called")
+    runtime.run_advance(run_id=running.pk)
     cancels += 1
 
-    services.agent_set_enabled(agent=support_agent, enabled=False, user=operator, reason="incident")
+    operations.agent_set_enabled(agent=support_agent, enabled=False, user=operator, reason="incident")
     kill_switches += 1
 
     counts = Counter(AuditEvent.objects.values_list("action", flat=True))

@@ -15,12 +15,13 @@ import time
 import pytest
 from django.db import transaction
 
-from agents import services
-from agents.demo import RESEARCH_AGENT, agent_upsert
+from agents import runtime
+from agents.definitions import agent_upsert
+from agents.demo.data import RESEARCH_AGENT
 from agents.models import LedgerEntry, Run, RunStatus, Ticket
 from agents.tasks import advance_run
+from approvals.decisions import approval_request_decide
 from approvals.models import ApprovalRequest
-from approvals.services import approval_request_decide
 from tests.conftest import grant_tools
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
@@ -39,7 +40,7 @@ def wait_for(predicate, timeout=120.0):
 
 
 def waiting_refund(agent, user):
-    run = services.run_create(
+    run = runtime.run_create(
         agent=agent,
         user=user,
         payload={"ticket_id": Ticket.objects.first().pk, "customer_email": "jane@example.com", "amount": 10},

@@ -8,7 +8,7 @@ import socket
 import pytest
 from django.core.management import CommandError
 
-from agents.management.commands.serve import Command
+from config.management.commands.serve import Command
 
 
 def dead_port() -> int:

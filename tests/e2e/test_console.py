@@ -78,7 +78,7 @@ def test_level_two_to_three_makes_the_next_run_a_level_three_review(pages, team,
 def test_trace_updates_live_while_the_run_goes(pages, team, celery_worker):
     from playwright.sync_api import expect
 
-    from approvals.services import approval_request_decide
+    from approvals.decisions import approval_request_decide
 
     run = start_refund(team, amount=120)
     refund = wait_until(

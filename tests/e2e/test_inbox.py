@@ -18,7 +18,7 @@ from django.contrib.auth.models import User
 from django.test import Client
 from guardian.shortcuts import assign_perm
 
-from agents import services
+from agents import runtime
 from agents.models import Agent, LedgerEntry, Run, RunStatus, Ticket
 from approvals.models import ApprovalRequest, ApprovalStatus, Decision
 from tests.conftest import grant_tools, make_user
@@ -41,7 +41,8 @@ class Team:
 
 @pytest.fixture
 def team(transactional_db) -> Team:
-    from agents.demo import SUPPORT_AGENT, agent_upsert, rules_seed
+    from agents.definitions import agent_upsert
+    from agents.demo.data import SUPPORT_AGENT, rules_seed
     from agents.models import KnowledgeArticle
 
     KnowledgeArticle.objects.create(title="Refund policy", body="Refunds within 30 days.")
@@ -61,7 +62,7 @@ def team(transactional_db) -> Team:
 def start_refund(team: Team, amount: float = 120) -> Run:
     ticket = Ticket.objects.first()
     payload = {"ticket_id": ticket.pk, "customer_email": "jane@example.com", "amount": amount, "currency": "USD"}
-    return services.run_create(agent=team.agent, user=team.starter, payload=payload)
+    return runtime.run_create(agent=team.agent, user=team.starter, payload=payload)
 
 
 def session_cookie(user: User, url: str) -> dict[str, Any]:

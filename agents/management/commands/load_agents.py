@@ -2,12 +2,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import yaml
 from django.core.exceptions import ValidationError
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from agents.demo import agent_upsert
+from agents.definitions import agent_upsert
 from audit.services import audited_atomic
 
 
@@ -17,10 +18,10 @@ class Command(BaseCommand):
         "reproducible. Every change is audited."
     )
 
-    def add_arguments(self, parser) -> None:
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("path", type=Path)
 
-    def handle(self, *args, path: Path, **options) -> None:
+    def handle(self, *args: Any, path: Path, **options: Any) -> None:
         try:
             text = path.read_text()
         except FileNotFoundError:

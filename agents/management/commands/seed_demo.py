@@ -89,7 +89,7 @@ class Command(BaseCommand):
         return user
 
     def agents_seed(self) -> list[str]:
-        from agents import demo
+        from agents.demo import data as demo
 
         seed = getattr(demo, "seed_demo_data", None)
         return list(seed()) if seed is not None else []

@@ -1,12 +1,14 @@
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import json
 import os
 import sys
-from typing import Any, TextIO
+from collections.abc import Iterable, Mapping
+from typing import Any, TextIO, cast
 
-from django.core.management.base import BaseCommand, CommandError, OutputWrapper
+from django.core.management.base import BaseCommand, CommandError, CommandParser, OutputWrapper
 
 from audit.api import AuditEventOutputSerializer
 from audit.selectors import audit_event_list, parse_moment
@@ -28,11 +30,11 @@ class _Plain:
         self.wrapper.write(text, ending="", style_func=str)
 
 
-def _row(event: dict[str, Any]) -> dict[str, Any]:
-    return {**event, "created_at": event["created_at"].isoformat()}
+def _row(event: Mapping[str, object]) -> dict[str, object]:
+    return {**event, "created_at": cast(dt.datetime, event["created_at"]).isoformat()}
 
 
-def csv_cell(value: Any) -> Any:
+def csv_cell(value: object) -> object:
     if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
         return "'" + value
     return value
@@ -45,14 +47,14 @@ class Command(BaseCommand):
         "In CSV, a cell a spreadsheet would run as a formula (= + - @ tab CR) gets a leading apostrophe."
     )
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--since", required=True, help="ISO 8601 date or datetime, e.g. 2026-11-24.")
         parser.add_argument("--until", help="ISO 8601 date or datetime (exclusive).")
         parser.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
         parser.add_argument("--output", metavar="FILE", help="Write here instead of standard output.")
         parser.add_argument("--chunk-size", type=int, default=2000, help="Rows fetched per round trip.")
 
-    def handle(self, *args, **options):
+    def handle(self, *args: Any, **options: Any) -> None:
         since = self._moment("--since", options["since"])
         until = self._moment("--until", options["until"]) if options["until"] else None
         if until is not None and until <= since:
@@ -79,13 +81,15 @@ class Command(BaseCommand):
         if show_progress:
             self.stderr.write(f"\nexported {written} events", style_func=str)
 
-    def _moment(self, option: str, value: str):
+    def _moment(self, option: str, value: str) -> dt.datetime:
         try:
             return parse_moment(value)
         except ValueError as exc:
             raise CommandError(f"{option}: {exc}") from None
 
-    def _write(self, rows, out: TextIO | _Plain, fmt: str, total: int, show_progress: bool) -> int:
+    def _write(
+        self, rows: Iterable[Mapping[str, object]], out: TextIO | _Plain, fmt: str, total: int, show_progress: bool
+    ) -> int:
         # RFC 4180 line ends: the writer quotes a cell only if it holds a character of the line
         # terminator, so with "\n" alone a carriage return in a name went out unquoted and broke
         # every reader.

@@ -1,8 +1,9 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from audit.selectors import audit_chain_verify
 
@@ -13,7 +14,7 @@ class Command(BaseCommand):
         '"N events, chain intact, head <hash>" or names the first broken event; exits 1 when broken.'
     )
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--chunk-size", type=int, default=2000, help="Rows fetched per round trip.")
         parser.add_argument(
             "--expect-head",
@@ -22,7 +23,7 @@ class Command(BaseCommand):
             help="A head hash recorded earlier outside the database: fail unless the chain still contains it.",
         )
 
-    def handle(self, *args, **options):
+    def handle(self, *args: Any, **options: Any) -> None:
         if options["chunk_size"] < 1:
             raise CommandError("--chunk-size must be 1 or more.")
         started = time.monotonic()

@@ -8,7 +8,9 @@ transactional test. See audit/maintenance.py.
 
 from __future__ import annotations
 
-from django.core.management.base import CommandError
+from typing import Any
+
+from django.core.management.base import CommandError, CommandParser
 from django.core.management.commands.flush import Command as FlushCommand
 
 from audit.maintenance import audit_truncate_allowed, in_test_environment
@@ -18,7 +20,7 @@ from audit.models import AuditEvent
 class Command(FlushCommand):
     help = FlushCommand.help + " A non-empty audit log is emptied only with --allow-audit-truncate."
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: CommandParser) -> None:
         super().add_arguments(parser)
         parser.add_argument(
             "--allow-audit-truncate",
@@ -26,7 +28,7 @@ class Command(FlushCommand):
             help="Empty the append-only audit log as well (PostgreSQL refuses it otherwise).",
         )
 
-    def handle(self, **options):
+    def handle(self, **options: Any) -> None:
         using = options["database"]
         if options.get("allow_audit_truncate") or in_test_environment():
             with audit_truncate_allowed(using=using):

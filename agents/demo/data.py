@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.exceptions import ValidationError
-
+from agents.definitions import agent_upsert
+from agents.demo.models import KnowledgeArticle, Ticket
+from approvals.models import BusinessRule
 from audit.services import audit_record, audited_atomic
 
 SUPPORT_AGENT: dict[str, Any] = {
@@ -146,47 +147,7 @@ RULES: list[dict[str, Any]] = [
 ]
 
 
-def agent_upsert(
-    definition: dict[str, Any], *, owner: Any = None, actor: Any = "agent definitions"
-) -> tuple[Any, bool]:
-    """Create or update an agent from a definition; validated before anything is saved, and
-    audited (created, or the fields that changed with their old and new values)."""
-    from agents.models import Agent
-
-    fields = {key: value for key, value in definition.items() if key != "slug"}
-    known = {field.name for field in Agent._meta.get_fields()}
-    unknown = sorted(set(fields) - known)
-    if unknown:
-        raise ValidationError({"__all__": [f"Unknown fields: {', '.join(unknown)}."]})
-    with audited_atomic():
-        agent = Agent.objects.select_for_update(no_key=True).filter(slug=definition["slug"]).first()
-        created = agent is None
-        if agent is None:
-            agent = Agent(slug=definition["slug"], owner=owner)
-        changes = {
-            key: {"old": getattr(agent, key, None), "new": value}
-            for key, value in fields.items()
-            if created or getattr(agent, key, None) != value
-        }
-        for key, value in fields.items():
-            setattr(agent, key, value)
-        agent.full_clean()
-        agent.save()
-        if created:
-            audit_record(actor=actor, action="agents.agent.created", target=agent, data={"definition": fields})
-        elif changes:
-            audit_record(actor=actor, action="agents.agent.updated", target=agent, data={"changes": changes})
-            if "enabled" in changes and not agent.enabled:
-                from agents.services import agent_runs_stop
-
-                # A definition that disables the agent is a kill switch like any other.
-                agent_runs_stop(agent=agent, user=None)
-    return agent, created
-
-
 def rules_seed() -> int:
-    from approvals.models import BusinessRule
-
     created = 0
     for rule in RULES:
         with audited_atomic():
@@ -206,8 +167,6 @@ def rules_seed() -> int:
 
 def seed_demo_data() -> list[str]:
     """Create the demo agents and their data; returns what it did. Idempotent."""
-    from agents.models import KnowledgeArticle, Ticket
-
     lines = []
     with audited_atomic():
         for title, body in ARTICLES:

@@ -23,9 +23,9 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from agents.embedded import EmbeddedRedis, EmbeddedRedisError, kill_group, spawn
 from agents.management.commands.seed_demo import DEMO_USERS, demo_logins
 from audit.redaction import url_masked
+from config.embedded import EmbeddedRedis, EmbeddedRedisError, kill_group, spawn
 
 READY_TIMEOUT_SECONDS = 60.0
 # Celery finishes the task in hand on SIGTERM; tasks are acked late and safe to run again,

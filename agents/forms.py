@@ -1,0 +1,99 @@
+"""Forms of the operator console: they parse input; the audited services decide and write."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, cast
+
+from django import forms
+from django.contrib.auth import get_user_model
+
+from agents.models import Agent, AutonomyLevel
+from agents.tools import registry
+from approvals.models import BusinessRule
+
+LEVEL_CHOICES = [(value, f"{value} · {label}") for value, label in AutonomyLevel.choices]
+
+
+class ReasonField(forms.CharField):
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("max_length", 1000)
+        kwargs.setdefault("error_messages", {"required": "Say why: the change is audited."})
+        super().__init__(**kwargs)
+
+
+class AgentLevelForm(forms.Form):
+    level = forms.TypedChoiceField(choices=LEVEL_CHOICES, coerce=int)
+    tool = forms.ChoiceField(required=False, choices=[])
+    reason = ReasonField()
+
+    def __init__(self, *args: Any, agent: Agent, **kwargs: Any) -> None:
+        # One form per agent on the console page: ids must not collide.
+        kwargs.setdefault("auto_id", f"id_{agent.slug}_level_%s")
+        super().__init__(*args, **kwargs)
+        self.agent = agent
+        tools = [("", "all tools (agent level)")] + [(name, name) for name in agent.tools]
+        cast(forms.ChoiceField, self.fields["tool"]).choices = tools
+
+
+class AgentEnabledForm(forms.Form):
+    enabled = forms.TypedChoiceField(choices=[("1", "on"), ("0", "off")], coerce=lambda value: value == "1")
+    reason = ReasonField()
+
+
+class EmergencyStopForm(forms.Form):
+    reason = ReasonField()
+    confirm = forms.BooleanField(
+        label="Disable every agent now",
+        error_messages={"required": "Tick the box to confirm the emergency stop."},
+    )
+
+
+def _rule_value(text: str) -> Any:
+    """A rule's value as typed: JSON when it parses (500, "x", ["a", "b"]), otherwise the text itself."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+class BusinessRuleForm(forms.ModelForm):
+    tool = forms.ChoiceField(choices=[])
+    value = forms.CharField(
+        max_length=2000,
+        help_text='A number (500), a text, or a list for in / not_in (["example.com", "example.org"]).',
+    )
+    reason = ReasonField(required=False)
+
+    class Meta:
+        model = BusinessRule
+        fields = ["agent", "tool", "field", "operator", "value", "effect", "note", "enabled"]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        cast(forms.ChoiceField, self.fields["tool"]).choices = [(name, name) for name in sorted(registry)]
+        agent = cast(forms.ModelChoiceField, self.fields["agent"])
+        agent.empty_label = "every agent"
+        agent.queryset = Agent.objects.order_by("slug")
+        if self.instance.pk and not self.is_bound:
+            self.initial["value"] = json.dumps(self.instance.value, ensure_ascii=False)
+
+    def clean_value(self) -> Any:
+        return _rule_value(self.cleaned_data["value"].strip())
+
+
+class RuleDeleteForm(forms.Form):
+    reason = ReasonField(required=False)
+
+
+class ReviewerAssignmentForm(forms.Form):
+    reviewer = forms.ModelChoiceField(queryset=get_user_model().objects.none(), to_field_name="username")
+    agent = forms.ModelChoiceField(queryset=Agent.objects.none(), to_field_name="slug")
+    granted = forms.TypedChoiceField(choices=[("1", "grant"), ("0", "revoke")], coerce=lambda value: value == "1")
+    reason = ReasonField(required=False)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        users = get_user_model().objects.filter(is_active=True).order_by("username")
+        cast(forms.ModelChoiceField, self.fields["reviewer"]).queryset = users
+        cast(forms.ModelChoiceField, self.fields["agent"]).queryset = Agent.objects.order_by("slug")

@@ -1,0 +1,18 @@
+from __future__ import annotations
+
+from django.urls import path
+
+from agents.views import console, trace
+
+urlpatterns = [
+    path("console/", console.console, name="console"),
+    path("console/agents/<slug:slug>/level/", console.console_agent_level, name="console-agent-level"),
+    path("console/agents/<slug:slug>/enabled/", console.console_agent_enabled, name="console-agent-enabled"),
+    path("console/emergency-stop/", console.console_emergency_stop, name="console-emergency-stop"),
+    path("console/rules/new/", console.console_rule, name="console-rule-new"),
+    path("console/rules/<int:rule_id>/", console.console_rule, name="console-rule"),
+    path("console/rules/<int:rule_id>/delete/", console.console_rule_delete, name="console-rule-delete"),
+    path("console/assignments/", console.console_assignment, name="console-assignment"),
+    path("runs/<int:run_id>/", trace.run_trace, name="run-trace"),
+    path("runs/<int:run_id>/trace.json", trace.run_trace_json, name="run-trace-json"),
+]

@@ -1,0 +1,241 @@
+"""The tool-call ledger's executor: claim an approved call, verify its approval, run it, record it.
+
+A redelivered task never runs a side effect twice: the claim is a conditional move from
+``approved`` to ``executing``, a retry passes the same idempotency key, and a call found
+``executing`` (its worker crashed) is reconciled by looking for its effect, never blindly rerun.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any
+
+from celery.exceptions import SoftTimeLimitExceeded
+from django.conf import settings
+from django.db import connection
+from django.db.models import F
+
+from agents.models import Run, RunStatus, Step, ToolCall, ToolCallStatus
+from agents.runtime.lease import Lease, hold
+from agents.runtime.lifecycle import run_finish
+from agents.runtime.status import tool_call_move
+from agents.runtime.steps import record_step
+from agents.tools import Risk, Tool, ToolContext, arguments_hash, registry
+from approvals.decisions import approval_request_create
+from approvals.guardrails import GuardrailEffect, GuardrailHit, check_output
+from approvals.models import ApprovalKind, ApprovalRequest, Verdict
+from approvals.policy import CheckpointVerdict
+from audit.services import audit_record, audited_atomic
+
+logger = logging.getLogger(__name__)
+
+
+def execute_with_timeout(tool: Tool, arguments: dict[str, Any], context: ToolContext) -> dict[str, Any]:
+    def call() -> dict[str, Any]:
+        try:
+            return tool.run(arguments, context)
+        finally:
+            # The tool ran in its own thread, with its own database connection.
+            connection.close()
+
+    if connection.in_atomic_block:
+        # Inside an outer transaction a second connection could not see its data: run inline.
+        return tool.run(arguments, context)
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"tool-{tool.name}")
+    future = pool.submit(call)
+    try:
+        return future.result(timeout=tool.timeout_seconds)
+    except FutureTimeout:
+        raise TimeoutError(f"{tool.name} did not finish within {tool.timeout_seconds} s") from None
+    finally:
+        # Never wait for a hung tool: its thread is left to finish on its own. A retry passes
+        # the same idempotency key, so a late first attempt cannot apply the effect twice.
+        pool.shutdown(wait=False)
+
+
+def tool_call_execute(*, run: Run, tool_call: ToolCall) -> None:
+    """Run one approved call through the ledger: claim, verify the approval, execute, record."""
+    tool = registry.get(tool_call.tool)
+    claimed = tool_call_move(
+        tool_call_id=tool_call.pk,
+        to=ToolCallStatus.EXECUTING,
+        source=ToolCallStatus.APPROVED,
+        attempts=F("attempts") + 1,
+    )
+    tool_call.refresh_from_db()
+    output: dict[str, Any] | None = None
+    if not claimed:
+        if tool_call.status != ToolCallStatus.EXECUTING:
+            return  # someone else finished it meanwhile
+        # Left "executing" by a crashed worker: look for the effect before doing anything.
+        # A read-only tool has no effect to look for; running it again is safe.
+        output = tool.lookup(str(tool_call.idempotency_key)) if tool and tool.lookup else None
+        if output is None and (tool is None or (tool.lookup is None and tool.risk != Risk.READ)):
+            tool_call_finish(
+                run,
+                tool_call,
+                status=ToolCallStatus.UNKNOWN,
+                error="The call was interrupted and its outcome cannot be checked; a person must reconcile it.",
+                fail_run=True,
+            )
+            return
+    if tool is None or arguments_hash(tool_call.arguments) != tool_call.approved_hash:
+        # Fail closed: the approval names the exact arguments; anything else is refused.
+        tool_call_finish(
+            run,
+            tool_call,
+            status=ToolCallStatus.FAILED,
+            error="Refused: the arguments differ from the approved arguments.",
+        )
+        return
+
+    started = time.monotonic()
+    error = ""
+    if output is None:
+        context = ToolContext(idempotency_key=str(tool_call.idempotency_key), run_id=run.pk, agent_slug=run.agent.slug)
+        for attempt in range(settings.TOOL_MAX_ATTEMPTS):
+            if attempt:
+                time.sleep(settings.TOOL_RETRY_BASE_SECONDS * 2 ** (attempt - 1))
+            try:
+                output = execute_with_timeout(tool, tool_call.arguments, context)
+                error = ""
+                break
+            except SoftTimeLimitExceeded:
+                raise  # the task is out of time, not the tool: run_advance hands the run on
+            except TimeoutError as exc:
+                error = f"TimeoutError: {exc}"
+                logger.warning("tool %s timed out on attempt %s for run %s", tool.name, attempt + 1, run.pk)
+                if tool.risk != Risk.READ:
+                    # The hung attempt may still apply its effect after this: retrying, or telling
+                    # the reasoner "failed" so it proposes again, could act twice. Look for the
+                    # effect; without proof either way a person reconciles.
+                    output = tool.lookup(str(tool_call.idempotency_key)) if tool.lookup else None
+                    if output is None:
+                        tool_call_finish(
+                            run,
+                            tool_call,
+                            status=ToolCallStatus.UNKNOWN,
+                            error=f"{error}; the effect may still happen, so a person must reconcile it.",
+                            latency_ms=int((time.monotonic() - started) * 1000),
+                            fail_run=True,
+                        )
+                        return
+                    error = ""
+                    break
+                if attempt + 1 < settings.TOOL_MAX_ATTEMPTS:
+                    ToolCall.objects.filter(pk=tool_call.pk).update(attempts=F("attempts") + 1)
+            except Exception as exc:  # noqa: BLE001 - any tool failure is recorded and retried
+                error = f"{type(exc).__name__}: {exc}"
+                logger.warning(
+                    "tool %s failed on attempt %s for run %s: %s", tool.name, attempt + 1, run.pk, type(exc).__name__
+                )
+                if attempt + 1 < settings.TOOL_MAX_ATTEMPTS:
+                    ToolCall.objects.filter(pk=tool_call.pk).update(attempts=F("attempts") + 1)
+    latency_ms = int((time.monotonic() - started) * 1000)
+    if output is None:
+        tool_call_finish(run, tool_call, status=ToolCallStatus.FAILED, error=error, latency_ms=latency_ms)
+    else:
+        tool_call_finish(run, tool_call, status=ToolCallStatus.SUCCEEDED, output=output, latency_ms=latency_ms)
+
+
+def tool_call_finish(
+    run: Run,
+    tool_call: ToolCall,
+    *,
+    status: ToolCallStatus,
+    output: Any = None,
+    error: str = "",
+    latency_ms: int = 0,
+    fail_run: bool = False,
+) -> None:
+    hits = check_output(tool_call.tool, output) if output is not None else []
+    blocked = [hit for hit in hits if hit.effect == GuardrailEffect.BLOCK]
+    with audited_atomic():
+        moved = tool_call_move(
+            tool_call_id=tool_call.pk,
+            to=status,
+            source=ToolCallStatus.EXECUTING,
+            output=output,
+            error=error,
+            latency_ms=latency_ms,
+        )
+        if not moved:
+            return  # already recorded by another worker
+        observed = output
+        if blocked:
+            observed = {"withheld": f"output withheld by guardrail {blocked[0].name}"}
+        record_step(
+            run,
+            Step.Kind.OBSERVATION,
+            output=observed,
+            error=error,
+            latency_ms=latency_ms,
+            verdict=GuardrailEffect.BLOCK if blocked else (GuardrailEffect.FLAG if hits else ""),
+            verdict_reason="; ".join(f"guardrail {h.name}: {h.message}" for h in hits),
+            input={"call_step": tool_call.step, "tool": tool_call.tool, "status": status},
+        )
+        audit_record(
+            actor=run.agent,
+            action="agents.tool_call.executed",
+            target=run,
+            data={
+                "tool": tool_call.tool,
+                "step": tool_call.step,
+                "status": status,
+                "arguments": tool_call.arguments,
+                "output": output,
+                "error": error,
+                "latency_ms": latency_ms,
+            },
+        )
+        if hits:
+            audit_record(
+                actor="policy",
+                action="agents.guardrail.hit",
+                target=run,
+                data={"stage": "output", "tool": tool_call.tool, "hits": [h.as_dict() for h in hits]},
+            )
+            _output_review(run, tool_call, hits=hits)
+        if fail_run:
+            run_finish(Run.objects.select_for_update(no_key=True).get(pk=run.pk), RunStatus.FAILED, error=error)
+
+
+def _output_review(run: Run, tool_call: ToolCall, *, hits: list[GuardrailHit]) -> None:
+    """A guardrail hit on a tool's output asks a person to look at it: the effect has happened,
+    so it is an after-the-fact review item (unless the call already has one, as at level 3)."""
+    if ApprovalRequest.objects.filter(tool_call=tool_call).exists():
+        return
+    tool = registry.get(tool_call.tool)
+    verb = "withheld from the agent" if any(hit.effect == GuardrailEffect.BLOCK for hit in hits) else "flagged"
+    reason = f"the output was {verb} by guardrail {hits[0].name}: {hits[0].message}"
+    verdict = CheckpointVerdict(
+        Verdict.EXECUTE_AND_REVIEW,
+        reason,
+        kind=ApprovalKind.REVIEW,
+        level=run.agent.autonomy_level,
+        guardrails=[h.as_dict() for h in hits],
+    )
+    approval_request_create(
+        run=run, tool_call=tool_call, verdict=verdict, risk_class=tool.risk if tool else Risk.WRITE_IRREVERSIBLE
+    )
+
+
+def final_answer_release(run: Run, tool_call: ToolCall, *, lease: Lease) -> None:
+    """A person approved the flagged final answer: exactly that answer becomes the result."""
+    with audited_atomic():
+        locked = hold(run, lease)
+        if arguments_hash(tool_call.arguments) != tool_call.approved_hash:
+            # Fail closed, as for any approved call.
+            if tool_call_move(tool_call_id=tool_call.pk, to=ToolCallStatus.FAILED, source=ToolCallStatus.APPROVED):
+                run_finish(locked, RunStatus.FAILED, error="Refused: the answer differs from the approved answer.")
+            return
+        if tool_call_move(
+            tool_call_id=tool_call.pk,
+            to=ToolCallStatus.SUCCEEDED,
+            source=ToolCallStatus.APPROVED,
+            output=tool_call.arguments,
+        ):
+            run_finish(locked, RunStatus.SUCCEEDED, result=tool_call.arguments["answer"])

@@ -1,0 +1,184 @@
+"""The run loop: take the lease, apply decisions, then reason, check and act step by step.
+
+The database is the truth and the broker only a doorbell: a task carries a run id, takes a
+lease with a conditional UPDATE, and each step boundary is its own transaction, so a task
+delivered twice, or a worker killed mid-step, never runs a side effect twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from celery.exceptions import SoftTimeLimitExceeded
+from django.conf import settings
+from django.db.models import F
+from django.utils import timezone
+
+from agents.models import Agent, Run, RunStatus, Step, ToolCallStatus
+from agents.reasoners import Action, ReasonerError, reasoner_for
+from agents.runtime.lease import Lease, LeaseKeeper, LeaseLost, hold, lease_take, requeue
+from agents.runtime.ledger import final_answer_release, tool_call_execute
+from agents.runtime.lifecycle import run_finish
+from agents.runtime.proposals import final_answer_hold, propose
+from agents.runtime.resume import decisions_apply
+from agents.runtime.steps import reasoning_step, run_view
+from agents.tools import FINAL_ANSWER
+from approvals.guardrails import GuardrailEffect, check_final
+from audit.redaction import Redactor
+from audit.services import audit_record, audited_atomic
+
+logger = logging.getLogger(__name__)
+
+MAX_INVALID_PROPOSALS = 3
+AGENT_LIMITS = ["enabled", "autonomy_level", "tool_levels", "max_steps", "max_cost", "max_wall_seconds", "on_reject"]
+
+
+def run_advance(*, run_id: int) -> None:
+    lease = lease_take(run_id)
+    if lease is None:
+        return  # a redelivered copy, or a run that is waiting or finished: nothing to do
+    run = Run.objects.select_related("agent", "started_by").get(pk=run_id)
+    with audited_atomic():
+        if run.started_at is None:
+            run.started_at = timezone.now()
+            Run.objects.filter(pk=run.pk, started_at__isnull=True).update(started_at=run.started_at)
+            audit_record(actor=run.agent, action="agents.run.started", target=run)
+        else:
+            audit_record(actor=run.agent, action="agents.run.resumed", target=run)
+    started = time.monotonic()
+    try:
+        with LeaseKeeper(lease) as keeper:
+            if decisions_apply(run, lease=lease):
+                _loop(run, lease, started, keeper)
+    except LeaseLost:
+        logger.info("run %s: lease lost to another worker; stopping here", run_id)
+    except SoftTimeLimitExceeded:
+        # The slice check in the loop normally ends the task long before this; a tool that ran
+        # past the soft limit is left "executing" and reconciled by the next worker.
+        logger.warning("run %s: task time limit reached; handing the run back to the queue", run_id)
+        requeue(run, lease)
+    except Exception as exc:
+        logger.exception("run %s failed", run_id)
+        with audited_atomic():
+            locked = Run.objects.select_for_update(no_key=True).get(pk=run_id)
+            if not locked.is_terminal and locked.lease_owner == lease.token:
+                run_finish(locked, RunStatus.FAILED, error=f"Internal error: {type(exc).__name__}: {exc}")
+    finally:
+        elapsed_ms = int((time.monotonic() - started) * 1000)
+        Run.objects.filter(pk=run_id).update(active_ms=F("active_ms") + elapsed_ms)
+
+
+def _loop(run: Run, lease: Lease, started: float, keeper: LeaseKeeper) -> None:
+    agent = run.agent
+    reasoner = reasoner_for(agent)
+    invalid = 0
+    progressed = False
+    while True:
+        run.refresh_from_db()
+        if run.status != RunStatus.RUNNING or run.lease_owner != lease.token:
+            return  # cancelled, paused or taken over by another worker
+        agent.refresh_from_db(fields=AGENT_LIMITS)
+        pending = (
+            run.tool_calls.filter(status__in=[ToolCallStatus.APPROVED, ToolCallStatus.EXECUTING])
+            .order_by("step")
+            .first()
+        )
+        stop = _stop_reason(run, agent, active_ms=run.active_ms + int((time.monotonic() - started) * 1000))
+        # A cancel or the kill switch stops everything; a budget stops new reasoning, not a call
+        # (or final answer) a person already approved: that one runs, then the budget applies.
+        if stop and not (pending is not None and stop[0] == RunStatus.FAILED):
+            status, message = stop
+            with audited_atomic():
+                locked = Run.objects.select_for_update(no_key=True).get(pk=run.pk)
+                if locked.lease_owner == lease.token:
+                    run_finish(locked, status, error=message)
+            return
+        if keeper.lost or not lease.renew():
+            return  # another worker took the run over (our lease expired)
+        if progressed and time.monotonic() - started > settings.RUN_SLICE_SECONDS:
+            requeue(run, lease)  # a step boundary: let a fresh task go on, far from the time limit
+            return
+        progressed = True
+
+        if pending is not None and pending.tool == FINAL_ANSWER:
+            final_answer_release(run, pending, lease=lease)
+            return
+        if pending is not None:
+            tool_call_execute(run=run, tool_call=pending)
+            continue
+
+        redactor = Redactor(run.redactions)
+        view = run_view(run, redactor)
+        try:
+            action = reasoner.next_action(view)
+        except ReasonerError as exc:
+            with audited_atomic():
+                locked = hold(run, lease)
+                reasoning_step(run, Action(kind="invalid", error=str(exc)))
+                run_finish(locked, RunStatus.FAILED, error=str(exc))
+            return
+        action.prompt_tail = view.history[-2:]
+        if redactor.mapping != run.redactions:
+            Run.objects.filter(pk=run.pk).update(redactions=redactor.mapping)
+            run.redactions = redactor.mapping
+
+        if action.kind == "final":
+            _complete(run, action, redactor, lease=lease)
+            return
+        outcome = propose(run, agent, action, redactor, lease=lease)
+        if outcome == "invalid":
+            invalid += 1
+            if invalid >= MAX_INVALID_PROPOSALS:
+                with audited_atomic():
+                    run_finish(
+                        hold(run, lease),
+                        RunStatus.FAILED,
+                        error=f"The reasoner proposed {invalid} invalid actions in a row.",
+                    )
+                return
+        else:
+            invalid = 0
+        if outcome == "waiting":
+            return  # the task ends: no worker waits for a person
+
+
+def _stop_reason(run: Run, agent: Agent, *, active_ms: int) -> tuple[RunStatus, str] | None:
+    if run.cancel_requested:
+        return RunStatus.CANCELLED, "Cancelled at the next step boundary."
+    if not agent.enabled:
+        return RunStatus.CANCELLED, "Agent disabled (kill switch)."
+    reasoning_steps = run.steps.filter(kind=Step.Kind.REASONING).count()
+    if reasoning_steps >= agent.max_steps:
+        return RunStatus.FAILED, f"Step budget exhausted ({agent.max_steps} steps)."
+    if run.cost >= agent.max_cost:
+        return RunStatus.FAILED, f"Cost budget exhausted ({run.cost} of {agent.max_cost})."
+    if active_ms > agent.max_wall_seconds * 1000:
+        return RunStatus.FAILED, f"Wall-time budget exhausted ({agent.max_wall_seconds} s)."
+    return None
+
+
+def _complete(run: Run, action: Action, redactor: Redactor, *, lease: Lease | None = None) -> None:
+    answer = redactor.restore(action.answer)
+    hits = check_final(answer)
+    blocked = [hit for hit in hits if hit.effect == GuardrailEffect.BLOCK]
+    with audited_atomic():
+        locked = hold(run, lease)
+        step = reasoning_step(run, action)
+        if hits:
+            Step.objects.filter(pk=step.pk).update(
+                verdict=GuardrailEffect.BLOCK if blocked else GuardrailEffect.FLAG,
+                verdict_reason="; ".join(f"guardrail {h.name}: {h.message}" for h in hits),
+            )
+            audit_record(
+                actor=run.agent,
+                action="agents.guardrail.hit",
+                target=locked,
+                data={"stage": "final", "hits": [h.as_dict() for h in hits]},
+            )
+        if blocked:
+            run_finish(locked, RunStatus.FAILED, error=f"The final answer was blocked by guardrail {blocked[0].name}.")
+        elif hits:
+            final_answer_hold(locked, step=step, answer=answer, rationale=action.rationale, hits=hits)
+        else:
+            run_finish(locked, RunStatus.SUCCEEDED, result=answer)

@@ -1,0 +1,69 @@
+"""The one writer of Run.status and ToolCall.status.
+
+Each move is a conditional UPDATE from the statuses the model's map allows (``RUN_MOVES``,
+``TOOL_CALL_MOVES`` in ``agents.models``): two writers racing for a row cannot both move it, and
+the loser learns it from the return value instead of overwriting the winner.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import Exists, OuterRef, Q
+
+from agents.models import RUN_MOVES, TOOL_CALL_MOVES, Run, RunStatus, ToolCall, ToolCallStatus
+from approvals.models import ApprovalRequest, ApprovalStatus
+
+# What each decided status does to the waiting call, and the word the run's trace (and the
+# reasoner's history) records for it.
+DECIDED: dict[str, tuple[ToolCallStatus, str]] = {
+    ApprovalStatus.APPROVED: (ToolCallStatus.APPROVED, "approved"),
+    ApprovalStatus.REJECTED: (ToolCallStatus.REJECTED, "rejected"),
+    ApprovalStatus.EXPIRED: (ToolCallStatus.REJECTED, "rejected"),
+    ApprovalStatus.ANSWERED: (ToolCallStatus.SUCCEEDED, "answered"),
+    ApprovalStatus.DONE: (ToolCallStatus.SUGGESTED, "done"),
+    ApprovalStatus.DISMISSED: (ToolCallStatus.SUGGESTED, "dismissed"),
+}
+
+
+class StatusMoveRefused(Exception):
+    """A move that no map allows: a programming error, never a race."""
+
+
+def _sources(moves: dict[str, frozenset[str]], to: str) -> list[str]:
+    sources = [source for source, targets in moves.items() if to in targets]
+    if not sources:
+        raise StatusMoveRefused(f"nothing may move to {to!r}")
+    return sources
+
+
+def run_move(*, run_id: int, to: RunStatus, where: Q | None = None, **fields: Any) -> bool:
+    """Move the run to ``to`` from any status allowed to reach it (and matching ``where``).
+    Returns whether it moved."""
+    rows = Run.objects.filter(pk=run_id, status__in=_sources(RUN_MOVES, to))
+    if where is not None:
+        rows = rows.filter(where)
+    return rows.update(status=to, **fields) == 1
+
+
+def tool_call_move(
+    *, tool_call_id: int, to: ToolCallStatus, source: ToolCallStatus | None = None, **fields: Any
+) -> bool:
+    """Move the call to ``to``: from ``source`` when given (which the map must allow), else from
+    any status allowed to reach it. Returns whether it moved."""
+    sources = _sources(TOOL_CALL_MOVES, to)
+    if source is not None:
+        if source not in sources:
+            raise StatusMoveRefused(f"a tool call may not move from {source!r} to {to!r}")
+        sources = [source]
+    return ToolCall.objects.filter(pk=tool_call_id, status__in=sources).update(status=to, **fields) == 1
+
+
+def decided_calls() -> Exists:
+    """The run has a call waiting for a person whose approval is decided: the decision is in the
+    database, and a worker applies it under its lease."""
+    return Exists(
+        ApprovalRequest.objects.filter(
+            run=OuterRef("pk"), tool_call__status=ToolCallStatus.AWAITING, status__in=list(DECIDED)
+        )
+    )

@@ -1,0 +1,127 @@
+"""The run's trace: numbered steps, and what the reasoner may see of them."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from django.db.models import F
+
+from agents.models import Run, Step
+from agents.reasoners import Action
+from agents.reasoners.base import RunView, ToolSpec
+from agents.tools import registry
+from audit.redaction import Redactor
+from audit.services import audit_record
+
+
+def record_step(
+    run: Run,
+    kind: str,
+    *,
+    input: dict[str, Any] | None = None,
+    output: Any = None,
+    error: str = "",
+    verdict: str = "",
+    verdict_reason: str = "",
+    latency_ms: int = 0,
+    prompt_tokens: int = 0,
+    completion_tokens: int = 0,
+    cost: Decimal | int = 0,
+) -> Step:
+    # The UPDATE holds the run's row lock until the caller's transaction ends, so two writers
+    # never take the same index.
+    Run.objects.filter(pk=run.pk).update(step_count=F("step_count") + 1, cost=F("cost") + Decimal(cost))
+    run.refresh_from_db(fields=["step_count", "cost"])
+    return Step.objects.create(
+        run=run,
+        index=run.step_count,
+        kind=kind,
+        input=input or {},
+        output=output,
+        error=error,
+        verdict=verdict,
+        verdict_reason=verdict_reason,
+        latency_ms=latency_ms,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        cost=Decimal(cost),
+    )
+
+
+def reasoning_step(run: Run, action: Action) -> Step:
+    audit_record(
+        actor=run.agent,
+        action="agents.step.reasoning",
+        target=run,
+        data={
+            "prompt_tail": action.prompt_tail,
+            "reply": action.transcript,
+            "proposal": action.kind,
+            "tool": action.tool,
+            "rationale": action.rationale,
+            "error": action.error,
+            "tokens": [action.prompt_tokens, action.completion_tokens],
+        },
+    )
+    return record_step(
+        run,
+        Step.Kind.REASONING,
+        input={
+            "proposal": action.kind,
+            "tool": action.tool,
+            "rationale": action.rationale,
+            "transcript": action.transcript,
+        },
+        output={"answer": action.answer} if action.kind == "final" else None,
+        error=action.error,
+        latency_ms=action.latency_ms,
+        prompt_tokens=action.prompt_tokens,
+        completion_tokens=action.completion_tokens,
+        cost=action.cost,
+    )
+
+
+def run_view(run: Run, redactor: Redactor) -> RunView:
+    """What the reasoner may see: the run's history with PII and secrets replaced by placeholders."""
+    agent = run.agent
+    history: list[dict[str, Any]] = []
+    for step in run.steps.order_by("index"):
+        data = step.input or {}
+        if step.kind == Step.Kind.TOOL_CALL:
+            history.append(
+                {
+                    "type": "tool_call",
+                    "id": f"call_{step.index}",
+                    "tool": data.get("tool", ""),
+                    "arguments": data.get("arguments"),
+                    "rationale": data.get("rationale", ""),
+                    "playbook_step": data.get("playbook_step", ""),
+                }
+            )
+        elif step.kind in (Step.Kind.OBSERVATION, Step.Kind.DECISION) and data.get("call_step"):
+            history.append(
+                {
+                    "type": "observation",
+                    "call_id": f"call_{data['call_step']}",
+                    "tool": data.get("tool", ""),
+                    "status": data.get("status", ""),
+                    "output": step.output,
+                    "error": step.error,
+                    "comment": data.get("comment", ""),
+                }
+            )
+    tools = [
+        ToolSpec(name, registry[name].description, registry[name].input_schema())
+        for name in agent.tools
+        if name in registry
+    ]
+    return RunView(
+        objective=agent.objective,
+        scope=agent.scope,
+        system_prompt=agent.system_prompt,
+        input=redactor.redact(run.input),
+        history=redactor.redact(history),
+        tools=tools,
+        playbook=agent.playbook,
+    )

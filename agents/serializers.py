@@ -1,0 +1,199 @@
+"""What the agents API takes and returns, and the error body every API endpoint shares.
+
+Each class here is an OpenAPI component named after it minus "Serializer", so names are unique
+across the project (two ``InputSerializer`` classes would collide in the schema).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.utils import OpenApiResponse, extend_schema_field
+from rest_framework import serializers
+
+from agents.models import Agent, Run, Step
+
+# --- JSON columns, passed through as stored; the classes only tell the schema their shape ------------
+
+
+@extend_schema_field({"type": "object", "additionalProperties": {}})
+class JSONObjectField(serializers.JSONField):
+    """A JSON object."""
+
+
+@extend_schema_field({"type": "array", "items": {"type": "string"}})
+class JSONStringListField(serializers.JSONField):
+    """A JSON list of strings."""
+
+
+@extend_schema_field({"type": "object", "additionalProperties": {"type": "integer"}})
+class JSONIntegerMapField(serializers.JSONField):
+    """A JSON object whose values are integers."""
+
+
+# --- Errors (all API apps) --------------------------------------------------------------------------
+
+
+class ErrorSerializer(serializers.Serializer):
+    """An error answer, as ``config.api.exception_handler`` writes it.
+
+    A domain error (a refused decision, a disabled agent, an invalid run input...) has
+    ``detail``, ``code`` and, when fields are at fault, ``errors``. A request that fails its
+    own validation answers ``{field: [message]}`` instead, with the field names as keys
+    (``non_field_errors`` for the body as a whole). Some codes carry more keys: a 409
+    ``already_decided`` adds ``status`` and ``decided_by``, a 409 ``arguments_changed`` adds the
+    current ``arguments`` and ``arguments_hash``. Authentication, permission and "not found"
+    answers have ``detail`` only.
+    """
+
+    detail = serializers.CharField(required=False, help_text="What went wrong, for a person to read.")
+    code = serializers.CharField(
+        required=False, help_text="Stable machine-readable reason, e.g. conflict, invalid_input, not_cancellable."
+    )
+    errors = serializers.DictField(
+        child=serializers.ListField(child=serializers.CharField()),
+        required=False,
+        help_text="Messages by field, for the fields at fault.",
+    )
+    retry_after = serializers.IntegerField(
+        required=False, help_text="Seconds to wait before trying again (too many failed sign-ins)."
+    )
+
+
+ERROR_DESCRIPTIONS = {
+    400: "The request is invalid.",
+    401: "No valid token or session.",
+    403: "Not allowed for this user.",
+    404: "No such object, or not visible to this user.",
+    409: "Conflicts with the current state.",
+    429: "Too many attempts.",
+}
+
+
+def error_responses(*statuses: int, descriptions: dict[int, str] | None = None) -> dict[int, OpenApiResponse]:
+    """``@extend_schema(responses=...)`` entries for error statuses, all with the Error body."""
+    descriptions = {**ERROR_DESCRIPTIONS, **(descriptions or {})}
+    return {status: OpenApiResponse(ErrorSerializer, description=descriptions[status]) for status in statuses}
+
+
+# --- Sign-in ----------------------------------------------------------------------------------------
+
+
+class TokenRequestSerializer(serializers.Serializer):
+    username = serializers.CharField(max_length=150)
+    password = serializers.CharField(max_length=256, trim_whitespace=False)
+
+
+class TokenResponseSerializer(serializers.Serializer):
+    token = serializers.CharField(help_text='Send as "Authorization: Token <token>".')
+
+
+# --- Agents -----------------------------------------------------------------------------------------
+
+
+class AgentOutputSerializer(serializers.ModelSerializer):
+    tools = JSONStringListField(help_text="Names of the tools the agent may call.")
+    tool_levels = JSONIntegerMapField(help_text="Autonomy level by tool, where it differs from autonomy_level.")
+    input_schema = JSONObjectField(help_text="JSON Schema of a run's input.")
+
+    class Meta:
+        model = Agent
+        fields = [
+            "slug",
+            "name",
+            "objective",
+            "scope",
+            "tools",
+            "autonomy_level",
+            "tool_levels",
+            "enabled",
+            "input_schema",
+            "max_steps",
+            "max_cost",
+            "max_wall_seconds",
+            "on_reject",
+            "approval_sla_seconds",
+            "approval_deadline_seconds",
+            "reasoner",
+        ]
+
+
+class AgentUpdateRequestSerializer(serializers.Serializer):
+    autonomy_level = serializers.IntegerField(min_value=1, max_value=5, required=False)
+    tool = serializers.CharField(max_length=100, required=False, help_text="Set the level for this tool only.")
+    enabled = serializers.BooleanField(required=False)
+    reason = serializers.CharField(max_length=1000)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if "autonomy_level" not in attrs and "enabled" not in attrs:
+            raise serializers.ValidationError("Give autonomy_level or enabled.")
+        return attrs
+
+
+class EmergencyStopRequestSerializer(serializers.Serializer):
+    reason = serializers.CharField(max_length=1000)
+
+
+class EmergencyStopResponseSerializer(serializers.Serializer):
+    stopped = serializers.IntegerField(help_text="How many enabled agents were disabled.")
+
+
+# --- Runs -------------------------------------------------------------------------------------------
+
+
+class StepOutputSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Step
+        fields = [
+            "index",
+            "kind",
+            "input",
+            "output",
+            "error",
+            "verdict",
+            "verdict_reason",
+            "latency_ms",
+            "prompt_tokens",
+            "completion_tokens",
+            "cost",
+            "created_at",
+        ]
+
+
+class RunOutputSerializer(serializers.ModelSerializer):
+    agent: serializers.SlugRelatedField = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    started_by: serializers.SlugRelatedField = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    steps = serializers.SerializerMethodField(help_text="Empty in the answers to create and cancel.")
+
+    class Meta:
+        model = Run
+        fields = [
+            "id",
+            "agent",
+            "status",
+            "input",
+            "result",
+            "error",
+            "step_count",
+            "cost",
+            "started_by",
+            "created_at",
+            "started_at",
+            "finished_at",
+            "cancel_requested",
+            "steps",
+        ]
+
+    @extend_schema_field(StepOutputSerializer(many=True))
+    def get_steps(self, run: Run) -> Any:
+        if not self.context.get("with_steps", True):
+            return []
+        return StepOutputSerializer(run.steps.order_by("index"), many=True).data
+
+
+class RunCreateRequestSerializer(serializers.Serializer):
+    input = JSONObjectField(help_text="An object matching the agent's input_schema.")
+
+
+class RunCancelRequestSerializer(serializers.Serializer):
+    reason = serializers.CharField(max_length=1000, required=False, allow_blank=True, default="")

@@ -1,0 +1,90 @@
+"""Telling people: inbox events over the channel layer, signed webhooks, escalation mail.
+
+Everything here is registered inside the writer's transaction and sent after commit: a client
+told about an approval can read it at once, and a slow receiver never holds a decision up.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.core.mail import EmailMessage
+from django.db import transaction
+
+from approvals.events import agent_group, event_message, user_group
+from approvals.models import ApprovalRequest, InboxEvent
+from approvals.webhooks import webhook_delivery_create
+from config.doorbell import DELIVER_WEBHOOK, ring
+
+logger = logging.getLogger(__name__)
+
+
+def inbox_event_publish(*, approval: ApprovalRequest, type: str) -> InboxEvent:
+    """Store the event (its id is the seq) inside the caller's transaction; push it after commit."""
+    event = InboxEvent.objects.create(type=type, approval=approval, agent_id=approval.agent_id)
+    # After commit: a client told about an approval must be able to read it at once.
+    transaction.on_commit(lambda: _push(event.pk))
+    return event
+
+
+def _push(event_id: int) -> None:
+    event = InboxEvent.objects.select_related("approval__agent", "approval__decided_by").get(pk=event_id)
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    try:
+        async_to_sync(layer.group_send)(
+            agent_group(event.agent_id),
+            {"type": "inbox.event", "agent_id": event.agent_id, "message": event_message(event)},
+        )
+    except Exception:
+        # The websocket is only a notification: clients catch up from the stored seq.
+        logger.warning("could not push inbox event %s", event_id, exc_info=True)
+
+
+def inbox_access_changed(*, user_id: int) -> None:
+    """Tell the user's open inbox sockets to read their permissions again, after commit."""
+
+    def push() -> None:
+        layer = get_channel_layer()
+        if layer is None:
+            return
+        try:
+            async_to_sync(layer.group_send)(user_group(user_id), {"type": "inbox.access"})
+        except Exception:
+            # Open sockets still re-read permissions before forwarding (ACCESS_RECHECK_SECONDS).
+            logger.warning("could not push an access change to user %s", user_id, exc_info=True)
+
+    transaction.on_commit(push)
+
+
+def webhook_enqueue(*, approval: ApprovalRequest, event: str) -> None:
+    if not approval.agent.webhook_url:
+        return
+    delivery = webhook_delivery_create(approval=approval, event=event)
+    # In its own task: a slow or failing receiver never blocks a decision.
+    ring(DELIVER_WEBHOOK, delivery.pk)
+
+
+def escalation_mail(*, approval_id: int, recipients: list[str]) -> None:
+    """After commit: tell the escalation group a request is past its SLA."""
+
+    def send() -> None:
+        approval = ApprovalRequest.objects.select_related("agent").get(pk=approval_id)
+        message = EmailMessage(
+            subject=f"[Countersign] {approval.agent.slug}: {approval.tool} waits for a decision",
+            body=(
+                f"Approval #{approval.pk} ({approval.tool}, {approval.risk_class}) of agent {approval.agent.name} "
+                f"is past its SLA and waits for a decision.\nReason it needs a person: {approval.policy_reason}\n"
+                f"Deadline: {approval.deadline:%Y-%m-%d %H:%M} UTC\nInbox: /inbox/{approval.pk}/"
+            ),
+            to=recipients,
+        )
+        try:
+            message.send()
+        except Exception:  # noqa: BLE001 - a mail outage must not break the sweeper
+            logger.warning("escalation notice for approval %s not sent", approval_id)
+
+    transaction.on_commit(send)

@@ -1,0 +1,71 @@
+"""The operator's writes to oversight: who reviews which agent, and the business rules."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth.models import User
+from guardian.shortcuts import assign_perm, remove_perm
+
+from agents.models import Agent
+from approvals.models import BusinessRule
+from approvals.notify import inbox_access_changed
+from audit.services import audit_record, audited_atomic
+from config.users import UserLike
+
+
+def reviewer_assignment_set(*, agent: Agent, reviewer: User, granted: bool, by: UserLike, reason: str = "") -> bool:
+    """Grant or revoke a reviewer's right to decide an agent's approvals. Returns whether it changed."""
+    with audited_atomic():
+        has = reviewer.has_perm("agents.review_agent", agent)
+        if has == granted:
+            return False
+        if granted:
+            assign_perm("review_agent", reviewer, agent)
+        else:
+            remove_perm("review_agent", reviewer, agent)
+        audit_record(
+            actor=by,
+            action="approvals.reviewer.assigned" if granted else "approvals.reviewer.revoked",
+            target=agent,
+            data={"reviewer": reviewer.get_username(), "reason": reason},
+        )
+        inbox_access_changed(user_id=reviewer.pk)
+    return True
+
+
+def business_rule_save(*, rule: BusinessRule, by: UserLike, reason: str = "") -> BusinessRule:
+    """Create or change a business rule (validated), audited with the old and new values."""
+    rule.full_clean()
+    with audited_atomic():
+        old: dict[str, Any] | None = None
+        if rule.pk:
+            previous = BusinessRule.objects.select_for_update(no_key=True).get(pk=rule.pk)
+            old = _rule_fields(previous)
+        rule.save()
+        new = _rule_fields(rule)
+        audit_record(
+            actor=by,
+            action="approvals.rule.created" if old is None else "approvals.rule.changed",
+            target=rule,
+            data={"old": old, "new": new, "reason": reason},
+        )
+    return rule
+
+
+def business_rule_delete(*, rule: BusinessRule, by: UserLike, reason: str = "") -> None:
+    with audited_atomic():
+        audit_record(
+            actor=by,
+            action="approvals.rule.deleted",
+            target=rule,
+            data={
+                "old": {key: value for key, value in _rule_fields(rule).items() if key not in ("enabled", "note")},
+                "reason": reason,
+            },
+        )
+        rule.delete()
+
+
+def _rule_fields(rule: BusinessRule) -> dict[str, Any]:
+    return {name: getattr(rule, name) for name in ("tool", "field", "operator", "value", "effect", "enabled", "note")}
