@@ -1,23 +1,27 @@
 from __future__ import annotations
 
 import logging
+
 from django.contrib.auth import authenticate
 from django.contrib.auth.signals import user_logged_in
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
-from rest_framework.exceptions import NotFound, PermissionDenied
+from rest_framework.authentication import BaseAuthentication
 from rest_framework.authtoken.models import Token
-from rest_framework.permissions import AllowAny
+from rest_framework.exceptions import NotFound, PermissionDenied
+from rest_framework.permissions import AllowAny, BasePermission
+from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.throttling import AnonRateThrottle
 from rest_framework.views import APIView
 
 from agents import operations, runtime
-from agents.models import Agent, Run, Step
+from agents.models import Agent, Run
 from agents.permissions import IsOperator, agents_visible_to, may_read_run, may_start_run
 from agents.serializers import (
     AgentOutputSerializer,
+    AgentUpdateRequest,
     AgentUpdateRequestSerializer,
     EmergencyStopRequestSerializer,
     EmergencyStopResponseSerializer,
@@ -38,7 +42,7 @@ logger = logging.getLogger(__name__)
 class TokenThrottle(AnonRateThrottle):
     scope = "token"
 
-    def allow_request(self, request, view) -> bool:
+    def allow_request(self, request: Request, view: APIView) -> bool:
         try:
             return super().allow_request(request, view)
         except Exception:
@@ -49,7 +53,7 @@ class TokenThrottle(AnonRateThrottle):
 
 
 class TokenApi(APIView):
-    authentication_classes: list = []
+    authentication_classes: list[type[BaseAuthentication]] = []
     permission_classes = [AllowAny]
     throttle_classes = [TokenThrottle]
 
@@ -60,7 +64,7 @@ class TokenApi(APIView):
             **error_responses(400, 429, descriptions={400: "Bad credentials, or a field missing."}),
         },
     )
-    def post(self, request):
+    def post(self, request: Request) -> Response:
         data = TokenRequestSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         username = data.validated_data["username"]
@@ -85,19 +89,19 @@ class TokenApi(APIView):
 
 class AgentListApi(APIView):
     @extend_schema(responses={200: AgentOutputSerializer(many=True), **error_responses(401)})
-    def get(self, request):
+    def get(self, request: Request) -> Response:
         agents = agents_visible_to(user=request.user).order_by("slug")
         return Response(AgentOutputSerializer(agents, many=True).data)
 
 
 class AgentDetailApi(APIView):
-    def get_permissions(self):
+    def get_permissions(self) -> list[BasePermission]:
         if self.request.method == "PATCH":
             return [IsOperator()]
-        return super().get_permissions()
+        return list(super().get_permissions())
 
     @extend_schema(responses={200: AgentOutputSerializer, **error_responses(401, 404)})
-    def get(self, request, slug: str):
+    def get(self, request: Request, slug: str) -> Response:
         agent = get_object_or_404(agents_visible_to(user=request.user), slug=slug)
         return Response(AgentOutputSerializer(agent).data)
 
@@ -105,15 +109,15 @@ class AgentDetailApi(APIView):
         request=AgentUpdateRequestSerializer,
         responses={200: AgentOutputSerializer, **error_responses(400, 401, 403, 404)},
     )
-    def patch(self, request, slug: str):
+    def patch(self, request: Request, slug: str) -> Response:
         agent = get_object_or_404(Agent, slug=slug)
         data = AgentUpdateRequestSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        values = data.validated_data
+        values: AgentUpdateRequest = data.validated_data
         if "tool" in values and values["tool"] not in agent.tools:
             raise serializers.ValidationError({"tool": [f"{values['tool']} is not one of this agent's tools."]})
         if "autonomy_level" in values:
-            agent = services.agent_set_level(
+            agent = operations.agent_set_level(
                 agent=agent,
                 level=values["autonomy_level"],
                 user=request.user,
@@ -121,7 +125,7 @@ class AgentDetailApi(APIView):
                 tool=values.get("tool"),
             )
         if "enabled" in values:
-            agent = services.agent_set_enabled(
+            agent = operations.agent_set_enabled(
                 agent=agent, enabled=values["enabled"], user=request.user, reason=values["reason"]
             )
         return Response(AgentOutputSerializer(agent).data)
@@ -135,7 +139,7 @@ class RunCreateApi(APIView):
             **error_responses(400, 401, 403, 404, 409, descriptions={409: "The agent is disabled."}),
         },
     )
-    def post(self, request, slug: str):
+    def post(self, request: Request, slug: str) -> Response:
         agent = get_object_or_404(agents_visible_to(user=request.user), slug=slug)
         if not may_start_run(user=request.user, agent=agent):
             raise PermissionDenied("You may not start runs of this agent.")
@@ -143,13 +147,13 @@ class RunCreateApi(APIView):
             raise serializers.ValidationError({"detail": "The body must be a JSON object with an 'input' object."})
         data = RunCreateRequestSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        run = services.run_create(agent=agent, user=request.user, payload=data.validated_data["input"])
+        run = runtime.run_create(agent=agent, user=request.user, payload=data.validated_data["input"])
         return Response(RunOutputSerializer(run, context={"with_steps": False}).data, status=status.HTTP_201_CREATED)
 
 
 class RunDetailApi(APIView):
     @extend_schema(responses={200: RunOutputSerializer, **error_responses(401, 404)})
-    def get(self, request, run_id: int):
+    def get(self, request: Request, run_id: int) -> Response:
         run = get_object_or_404(Run.objects.select_related("agent", "started_by"), pk=run_id)
         if not may_read_run(user=request.user, run=run):
             raise NotFound("Not found.")
@@ -166,11 +170,11 @@ class RunCancelApi(APIView):
             **error_responses(400, 401, 403, 404, 409, descriptions={409: "The run already ended."}),
         },
     )
-    def post(self, request, run_id: int):
+    def post(self, request: Request, run_id: int) -> Response:
         run = get_object_or_404(Run.objects.select_related("agent"), pk=run_id)
         data = RunCancelRequestSerializer(data=request.data if isinstance(request.data, dict) else {})
         data.is_valid(raise_exception=True)
-        run = services.run_cancel(run=run, user=request.user, reason=data.validated_data["reason"])
+        run = runtime.run_cancel(run=run, user=request.user, reason=data.validated_data["reason"])
         return Response(RunOutputSerializer(run, context={"with_steps": False}).data)
 
 
@@ -181,10 +185,10 @@ class EmergencyStopApi(APIView):
         request=EmergencyStopRequestSerializer,
         responses={200: EmergencyStopResponseSerializer, **error_responses(400, 401, 403)},
     )
-    def post(self, request):
+    def post(self, request: Request) -> Response:
         data = EmergencyStopRequestSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        stopped = services.agents_emergency_stop(user=request.user, reason=data.validated_data["reason"])
+        stopped = operations.agents_emergency_stop(user=request.user, reason=data.validated_data["reason"])
         return Response(EmergencyStopResponseSerializer({"stopped": stopped}).data)
 
 

@@ -6,12 +6,14 @@ across the project (two ``InputSerializer`` classes would collide in the schema)
 
 from __future__ import annotations
 
-from typing import Any
+from typing import NotRequired, TypedDict
 
+from django.contrib.auth.models import User
 from drf_spectacular.utils import OpenApiResponse, extend_schema_field
 from rest_framework import serializers
 
 from agents.models import Agent, Run, Step
+from audit.types import JSON
 
 # --- JSON columns, passed through as stored; the classes only tell the schema their shape ------------
 
@@ -34,7 +36,14 @@ class JSONIntegerMapField(serializers.JSONField):
 # --- Errors (all API apps) --------------------------------------------------------------------------
 
 
-class ErrorSerializer(serializers.Serializer):
+class ErrorBody(TypedDict, total=False):
+    detail: str
+    code: str
+    errors: dict[str, list[str]]
+    retry_after: int
+
+
+class ErrorSerializer(serializers.Serializer[ErrorBody]):
     """An error answer, as ``config.api.exception_handler`` writes it.
 
     A domain error (a refused decision, a disabled agent, an invalid run input...) has
@@ -50,7 +59,8 @@ class ErrorSerializer(serializers.Serializer):
     code = serializers.CharField(
         required=False, help_text="Stable machine-readable reason, e.g. conflict, invalid_input, not_cancellable."
     )
-    errors = serializers.DictField(
+    # A field, not Serializer.errors: the metaclass takes declared fields off the class.
+    errors = serializers.DictField(  # type: ignore[assignment]
         child=serializers.ListField(child=serializers.CharField()),
         required=False,
         help_text="Messages by field, for the fields at fault.",
@@ -79,19 +89,28 @@ def error_responses(*statuses: int, descriptions: dict[int, str] | None = None) 
 # --- Sign-in ----------------------------------------------------------------------------------------
 
 
-class TokenRequestSerializer(serializers.Serializer):
+class TokenRequest(TypedDict):
+    username: str
+    password: str
+
+
+class TokenRequestSerializer(serializers.Serializer[TokenRequest]):
     username = serializers.CharField(max_length=150)
     password = serializers.CharField(max_length=256, trim_whitespace=False)
 
 
-class TokenResponseSerializer(serializers.Serializer):
+class TokenResponse(TypedDict):
+    token: str
+
+
+class TokenResponseSerializer(serializers.Serializer[TokenResponse]):
     token = serializers.CharField(help_text='Send as "Authorization: Token <token>".')
 
 
 # --- Agents -----------------------------------------------------------------------------------------
 
 
-class AgentOutputSerializer(serializers.ModelSerializer):
+class AgentOutputSerializer(serializers.ModelSerializer[Agent]):
     tools = JSONStringListField(help_text="Names of the tools the agent may call.")
     tool_levels = JSONIntegerMapField(help_text="Autonomy level by tool, where it differs from autonomy_level.")
     input_schema = JSONObjectField(help_text="JSON Schema of a run's input.")
@@ -118,30 +137,45 @@ class AgentOutputSerializer(serializers.ModelSerializer):
         ]
 
 
-class AgentUpdateRequestSerializer(serializers.Serializer):
+class AgentUpdateRequest(TypedDict):
+    autonomy_level: NotRequired[int]
+    tool: NotRequired[str]
+    enabled: NotRequired[bool]
+    reason: str
+
+
+class AgentUpdateRequestSerializer(serializers.Serializer[AgentUpdateRequest]):
     autonomy_level = serializers.IntegerField(min_value=1, max_value=5, required=False)
     tool = serializers.CharField(max_length=100, required=False, help_text="Set the level for this tool only.")
     enabled = serializers.BooleanField(required=False)
     reason = serializers.CharField(max_length=1000)
 
-    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+    def validate(self, attrs: AgentUpdateRequest) -> AgentUpdateRequest:
         if "autonomy_level" not in attrs and "enabled" not in attrs:
             raise serializers.ValidationError("Give autonomy_level or enabled.")
         return attrs
 
 
-class EmergencyStopRequestSerializer(serializers.Serializer):
+class EmergencyStopRequest(TypedDict):
+    reason: str
+
+
+class EmergencyStopRequestSerializer(serializers.Serializer[EmergencyStopRequest]):
     reason = serializers.CharField(max_length=1000)
 
 
-class EmergencyStopResponseSerializer(serializers.Serializer):
+class EmergencyStopResponse(TypedDict):
+    stopped: int
+
+
+class EmergencyStopResponseSerializer(serializers.Serializer[EmergencyStopResponse]):
     stopped = serializers.IntegerField(help_text="How many enabled agents were disabled.")
 
 
 # --- Runs -------------------------------------------------------------------------------------------
 
 
-class StepOutputSerializer(serializers.ModelSerializer):
+class StepOutputSerializer(serializers.ModelSerializer[Step]):
     class Meta:
         model = Step
         fields = [
@@ -160,9 +194,9 @@ class StepOutputSerializer(serializers.ModelSerializer):
         ]
 
 
-class RunOutputSerializer(serializers.ModelSerializer):
-    agent: serializers.SlugRelatedField = serializers.SlugRelatedField(slug_field="slug", read_only=True)
-    started_by: serializers.SlugRelatedField = serializers.SlugRelatedField(slug_field="username", read_only=True)
+class RunOutputSerializer(serializers.ModelSerializer[Run]):
+    agent: serializers.SlugRelatedField[Agent] = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    started_by: serializers.SlugRelatedField[User] = serializers.SlugRelatedField(slug_field="username", read_only=True)
     steps = serializers.SerializerMethodField(help_text="Empty in the answers to create and cancel.")
 
     class Meta:
@@ -185,15 +219,23 @@ class RunOutputSerializer(serializers.ModelSerializer):
         ]
 
     @extend_schema_field(StepOutputSerializer(many=True))
-    def get_steps(self, run: Run) -> Any:
+    def get_steps(self, run: Run) -> JSON:
         if not self.context.get("with_steps", True):
             return []
         return StepOutputSerializer(run.steps.order_by("index"), many=True).data
 
 
-class RunCreateRequestSerializer(serializers.Serializer):
+class RunCreateRequest(TypedDict):
+    input: JSON
+
+
+class RunCreateRequestSerializer(serializers.Serializer[RunCreateRequest]):
     input = JSONObjectField(help_text="An object matching the agent's input_schema.")
 
 
-class RunCancelRequestSerializer(serializers.Serializer):
+class RunCancelRequest(TypedDict):
+    reason: str
+
+
+class RunCancelRequestSerializer(serializers.Serializer[RunCancelRequest]):
     reason = serializers.CharField(max_length=1000, required=False, allow_blank=True, default="")

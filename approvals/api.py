@@ -1,34 +1,48 @@
 from __future__ import annotations
 
+from typing import TypedDict, cast
+
+from django.contrib.auth.models import User
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.exceptions import NotFound
 from rest_framework.pagination import PageNumberPagination
+from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from agents.api import StepOutputSerializer
+from agents.serializers import error_responses
 from agents.tools import Risk, registry
 from approvals.decisions import approval_request_decide
 from approvals.events import approval_payload
-from approvals.models import ApprovalKind, ApprovalRequest, ApprovalStatus, Decision
+from approvals.models import ApprovalKind, ApprovalRequest, ApprovalStatus
 from approvals.selectors import approval_list_for_reviewer
+from approvals.serializers import (
+    VERDICT_CHOICES,
+    ApprovalDetailSerializer,
+    ApprovalSerializer,
+    BulkDecisionRequest,
+    BulkDecisionRequestSerializer,
+    BulkDecisionResponseSerializer,
+    BulkDecisionResult,
+    DecisionInputSerializer,
+    DecisionOutputSerializer,
+    DecisionRequest,
+)
+from audit.types import JSONObject
 from config.api import DomainError
 
-VERDICT_CHOICES = ["approve", "reject", "edit", "respond", "done", "dismiss", "ok", "flag"]
+__all__ = [
+    # Moved to approvals.serializers; still importable from here.
+    "VERDICT_CHOICES",
+    "DecisionInputSerializer",
+    "DecisionOutputSerializer",
+]
 
 
-class DecisionOutputSerializer(serializers.ModelSerializer):
-    reviewer: serializers.SlugRelatedField = serializers.SlugRelatedField(slug_field="username", read_only=True)
-
-    class Meta:
-        model = Decision
-        fields = ["reviewer", "verdict", "arguments", "comment", "created_at"]
-
-
-def approval_detail(approval: ApprovalRequest) -> dict:
+def approval_detail(approval: ApprovalRequest) -> JSONObject:
+    """The approval payload and what a reviewer needs to decide it; ApprovalDetailSerializer's input."""
     tool = registry.get(approval.tool)
-    steps = approval.run.steps.order_by("index")
     return {
         **approval_payload(approval),
         "objective": approval.agent.objective,
@@ -36,12 +50,12 @@ def approval_detail(approval: ApprovalRequest) -> dict:
         "arguments_schema": tool.input_schema() if tool else {},
         "run_status": approval.run.status,
         "started_by": approval.run.started_by.get_username() if approval.run.started_by else None,
-        "decisions": DecisionOutputSerializer(approval.decisions.select_related("reviewer"), many=True).data,
-        "history": StepOutputSerializer(steps, many=True).data,
+        "decisions": approval.decisions.select_related("reviewer"),
+        "history": approval.run.steps.order_by("index"),
     }
 
 
-def visible_approval(request, approval_id: int) -> ApprovalRequest:
+def visible_approval(request: Request, approval_id: int) -> ApprovalRequest:
     approval = (
         approval_list_for_reviewer(user=request.user)
         .select_related("run__started_by", "tool_call")
@@ -54,80 +68,97 @@ def visible_approval(request, approval_id: int) -> ApprovalRequest:
     return approval
 
 
+class ApprovalFilters(TypedDict, total=False):
+    """The validated query of GET /api/v1/approvals/: keyword arguments of approval_list_for_reviewer()."""
+
+    status: str
+    agent: str
+    risk: str
+    kind: str
+    order: str
+
+
 class ApprovalListApi(APIView):
-    class FilterSerializer(serializers.Serializer):
+    # Read by drf-spectacular too, so the schema shows the paginated envelope.
+    pagination_class = PageNumberPagination
+
+    class FilterSerializer(serializers.Serializer[ApprovalFilters]):
         status = serializers.ChoiceField(choices=ApprovalStatus.choices, required=False)
         agent = serializers.SlugField(required=False)
         risk = serializers.ChoiceField(choices=Risk.CHOICES, required=False)
         kind = serializers.ChoiceField(choices=ApprovalKind.choices, required=False)
         order = serializers.ChoiceField(choices=["newest", "urgent"], required=False, default="newest")
 
-    @extend_schema(parameters=[FilterSerializer], responses={200: dict})
-    def get(self, request):
+    @extend_schema(
+        parameters=[FilterSerializer],
+        responses={
+            200: ApprovalSerializer(many=True),
+            **error_responses(400, 401, 404, descriptions={404: "No such page."}),
+        },
+    )
+    def get(self, request: Request) -> Response:
         filters = self.FilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
-        queryset = approval_list_for_reviewer(user=request.user, **filters.validated_data)
-        paginator = PageNumberPagination()
-        page = paginator.paginate_queryset(queryset, request, view=self)
-        return paginator.get_paginated_response([approval_payload(a) for a in page])
+        validated: ApprovalFilters = filters.validated_data
+        queryset = approval_list_for_reviewer(user=request.user, **validated)
+        paginator = self.pagination_class()
+        page = paginator.paginate_queryset(queryset, request, view=self) or []
+        return paginator.get_paginated_response(ApprovalSerializer([approval_payload(a) for a in page], many=True).data)
 
 
 class ApprovalDetailApi(APIView):
-    @extend_schema(responses={200: dict})
-    def get(self, request, approval_id: int):
-        return Response(approval_detail(visible_approval(request, approval_id)))
+    @extend_schema(responses={200: ApprovalDetailSerializer, **error_responses(401, 404)})
+    def get(self, request: Request, approval_id: int) -> Response:
+        return Response(ApprovalDetailSerializer(approval_detail(visible_approval(request, approval_id))).data)
 
 
-class DecisionInputSerializer(serializers.Serializer):
-    verdict = serializers.ChoiceField(choices=VERDICT_CHOICES)
-    arguments = serializers.JSONField(required=False)
-    comment = serializers.CharField(max_length=5000, required=False, allow_blank=True, default="")
-    arguments_hash = serializers.RegexField(
-        r"^[0-9a-f]{64}$",
-        required=False,
-        help_text="The approval's arguments_hash as the reviewer saw it: an approve of changed arguments gets 409.",
-    )
-
-    def validate(self, attrs):
-        if attrs["verdict"] == "edit" and not isinstance(attrs.get("arguments"), dict):
-            raise serializers.ValidationError({"arguments": ["An edit needs the edited arguments as an object."]})
-        return attrs
-
-
-def require_object_body(request) -> dict:
+def require_object_body(request: Request) -> JSONObject:
     if not isinstance(request.data, dict):
         raise serializers.ValidationError({"detail": "The body must be a JSON object."})
     return request.data
 
 
 class ApprovalDecisionApi(APIView):
-    @extend_schema(request=DecisionInputSerializer, responses={200: dict})
-    def post(self, request, approval_id: int):
+    @extend_schema(
+        request=DecisionInputSerializer,
+        responses={
+            200: ApprovalDetailSerializer,
+            **error_responses(
+                400,
+                401,
+                403,
+                404,
+                409,
+                descriptions={409: "Already decided, or the arguments changed since the reviewer loaded them."},
+            ),
+        },
+    )
+    def post(self, request: Request, approval_id: int) -> Response:
         approval = visible_approval(request, approval_id)
         data = DecisionInputSerializer(data=require_object_body(request))
         data.is_valid(raise_exception=True)
-        approval = approval_request_decide(approval=approval, reviewer=request.user, **data.validated_data)
-        return Response(approval_detail(approval))
+        values: DecisionRequest = data.validated_data
+        # IsAuthenticated: the user is signed in.
+        approval = approval_request_decide(approval=approval, reviewer=cast(User, request.user), **values)
+        return Response(ApprovalDetailSerializer(approval_detail(approval)).data)
 
 
 class BulkDecisionApi(APIView):
-    class InputSerializer(serializers.Serializer):
-        ids = serializers.ListField(child=serializers.IntegerField(min_value=1), min_length=1, max_length=200)
-        verdict = serializers.ChoiceField(choices=["approve", "reject", "done", "dismiss", "ok", "flag"])
-        comment = serializers.CharField(max_length=5000, required=False, allow_blank=True, default="")
-
-    @extend_schema(request=InputSerializer, responses={200: dict})
-    def post(self, request):
-        data = self.InputSerializer(data=require_object_body(request))
+    @extend_schema(
+        request=BulkDecisionRequestSerializer,
+        responses={200: BulkDecisionResponseSerializer, **error_responses(400, 401)},
+    )
+    def post(self, request: Request) -> Response:
+        data = BulkDecisionRequestSerializer(data=require_object_body(request))
         data.is_valid(raise_exception=True)
-        values = data.validated_data
+        values: BulkDecisionRequest = data.validated_data
         approvals = {
             a.pk: a
             for a in approval_list_for_reviewer(user=request.user)
             .select_related("run__started_by", "tool_call")
             .filter(pk__in=values["ids"])
         }
-        results = []
+        results: list[BulkDecisionResult] = []
         for approval_id in dict.fromkeys(values["ids"]):
             approval = approvals.get(approval_id)
             if approval is None:
@@ -135,10 +166,13 @@ class BulkDecisionApi(APIView):
                 continue
             try:
                 decided = approval_request_decide(
-                    approval=approval, reviewer=request.user, verdict=values["verdict"], comment=values["comment"]
+                    approval=approval,
+                    reviewer=cast(User, request.user),
+                    verdict=values["verdict"],
+                    comment=values["comment"],
                 )
             except DomainError as exc:
                 results.append({"id": approval_id, "status": exc.status_code, "detail": exc.message})
             else:
                 results.append({"id": approval_id, "status": 200, "approval_status": decided.status})
-        return Response({"results": results})
+        return Response(BulkDecisionResponseSerializer({"results": results}).data)

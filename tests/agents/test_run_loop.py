@@ -269,3 +269,24 @@ def test_the_sweeper_rings_again_for_a_lost_enqueue_and_an_expired_lease(
     # the worker that picks the crashed run up takes it over and finishes the work
     run = advance(Run.objects.get(pk=crashed.pk))
     assert run.status == RunStatus.WAITING and run.lease_owner == ""
+
+
+def test_a_decided_approval_whose_resume_was_lost_is_rung_again(
+    support_agent, starter, assigned_reviewer, settings, django_capture_on_commit_callbacks, doorbells
+):
+    run = advance(runtime.run_create(agent=support_agent, user=starter, payload=refund_input()))
+    approval = ApprovalRequest.objects.get(run=run)
+    with django_capture_on_commit_callbacks(execute=True):
+        approval_request_decide(approval=approval, reviewer=assigned_reviewer, verdict="approve")
+    assert doorbells == [("resume", run.pk)]
+    # The resume is lost (the broker was down): the run still waits with a decided approval.
+    assert Run.objects.get(pk=run.pk).status == RunStatus.WAITING
+    with django_capture_on_commit_callbacks(execute=True):
+        assert runtime.runs_recover()["resumes_rung"] == 0  # too soon: a worker may be on it
+    later = timezone.now() + timedelta(seconds=settings.RUN_REQUEUE_AFTER_SECONDS + 1)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert runtime.runs_recover(now=later)["resumes_rung"] == 1
+    assert doorbells == [("resume", run.pk), ("resume", run.pk)]
+    run = advance(run)
+    assert LedgerEntry.objects.get().amount == Decimal("120.00")
+    assert runtime.runs_recover(now=later)["resumes_rung"] == 0
