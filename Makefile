@@ -33,6 +33,7 @@ lint: $(DEV_STAMP)
 	$(VPY) -m ruff check .
 	$(VPY) -m ruff format --check .
 	DEBUG=1 COUNTERSIGN_VAR_DIR=$(CURDIR)/var/lint $(VPY) -m mypy .
+	DEBUG=1 COUNTERSIGN_VAR_DIR=$(CURDIR)/var/lint $(VENV)/bin/lint-imports
 
 bench: $(DEV_STAMP)
 	DEBUG=1 AUDIT_BENCH=1 COUNTERSIGN_VAR_DIR=$(CURDIR)/var/bench $(VPY) -m pytest -o python_files='bench_*.py' \

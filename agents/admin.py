@@ -8,6 +8,7 @@ from guardian.admin import GuardedModelAdmin
 from agents.models import Agent, KnowledgeArticle, LedgerEntry, OutboxEmail, Run, Step, Ticket, ToolCall
 from agents.operations import agent_set_enabled, agent_set_level
 from audit.services import audit_record, audited_atomic
+from config.admin_base import ReadOnlyAdmin
 
 AUDITED_FIELDS = ("autonomy_level", "tool_levels", "enabled", "tools")
 # Changed only through agents.operations, never by saving the form.
@@ -118,17 +119,6 @@ class AgentAdmin(GuardedModelAdmin):
                     agent_set_level(agent=obj, level=level, user=user, reason=reason, tool=tool)
             agent_set_enabled(agent=obj, enabled=wanted["enabled"], user=user, reason=reason)
             obj.refresh_from_db()
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
 
 class StepInline(admin.TabularInline):

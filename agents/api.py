@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from django.contrib.auth import authenticate
 from django.contrib.auth.signals import user_logged_in
@@ -10,7 +12,7 @@ from rest_framework import serializers, status
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.authtoken.models import Token
 from rest_framework.exceptions import NotFound, PermissionDenied
-from rest_framework.permissions import AllowAny, BasePermission
+from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.throttling import AnonRateThrottle
@@ -35,6 +37,9 @@ from agents.serializers import (
     error_responses,
 )
 from config.throttle import signin_failure_record, signin_throttle_check
+
+if TYPE_CHECKING:
+    from rest_framework.permissions import _SupportsHasPermission
 
 logger = logging.getLogger(__name__)
 
@@ -95,10 +100,10 @@ class AgentListApi(APIView):
 
 
 class AgentDetailApi(APIView):
-    def get_permissions(self) -> list[BasePermission]:
+    def get_permissions(self) -> Sequence[_SupportsHasPermission]:
         if self.request.method == "PATCH":
             return [IsOperator()]
-        return list(super().get_permissions())
+        return super().get_permissions()
 
     @extend_schema(responses={200: AgentOutputSerializer, **error_responses(401, 404)})
     def get(self, request: Request, slug: str) -> Response:

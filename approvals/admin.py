@@ -5,9 +5,9 @@ from django.db.models import QuerySet
 from django.forms import ModelForm
 from django.http import HttpRequest
 
-from agents.admin import ReadOnlyAdmin
 from approvals.models import ApprovalRequest, BusinessRule, Decision, WebhookDelivery
 from approvals.operations import business_rule_delete, business_rule_save
+from config.admin_base import ReadOnlyAdmin
 
 
 @admin.register(BusinessRule)

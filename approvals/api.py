@@ -103,7 +103,9 @@ class ApprovalListApi(APIView):
         queryset = approval_list_for_reviewer(user=request.user, **validated)
         paginator = self.pagination_class()
         page = paginator.paginate_queryset(queryset, request, view=self) or []
-        return paginator.get_paginated_response(ApprovalSerializer([approval_payload(a) for a in page], many=True).data)
+        payloads = [approval_payload(a) for a in page]
+        # many=True takes a list of instances; the stubs type a single one.
+        return paginator.get_paginated_response(ApprovalSerializer(payloads, many=True).data)  # type: ignore[arg-type]
 
 
 class ApprovalDetailApi(APIView):

@@ -3,10 +3,12 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 
 from agents.models import Agent, Run, ToolCall
 from agents.tools import arguments_hash
+from approvals.rules import rule_errors
 
 
 class Verdict(models.TextChoices):
@@ -60,12 +62,8 @@ class BusinessRule(models.Model):
         return f"{self.tool}.{self.field} {self.operator} {self.value!r} → {self.effect}"
 
     def clean(self) -> None:
-        from approvals.rules import rule_errors
-
-        errors = rule_errors(self)
+        errors = rule_errors(tool=self.tool, field=self.field, operator=self.operator, value=self.value)
         if errors:
-            from django.core.exceptions import ValidationError
-
             raise ValidationError(errors)
 
 

@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import re
-from decimal import Decimal, InvalidOperation
-from typing import TYPE_CHECKING
 
+from agents.conditions import LIST_OPERATORS, NUMERIC_OPERATORS, as_number, rule_matches
+from agents.tools import registry
 from audit.types import JSON, JSONObject
 
-if TYPE_CHECKING:
-    from approvals.models import BusinessRule
-
-NUMERIC_OPERATORS = {">", ">=", "<", "<="}
-LIST_OPERATORS = {"in", "not_in"}
+__all__ = ["field_value", "rule_errors", "rule_matches"]
 
 
 def field_value(arguments: JSONObject, field: str) -> JSON:
@@ -24,55 +20,24 @@ def field_value(arguments: JSONObject, field: str) -> JSON:
     return value
 
 
-def _number(value: JSON) -> Decimal | None:
-    if isinstance(value, bool):
-        return None
-    try:
-        return Decimal(str(value))
-    except (InvalidOperation, ValueError):
-        return None
 
-
-def rule_matches(*, operator: str, expected: JSON, actual: JSON) -> bool:
-    if actual is None:
-        # A rule about a field the call does not set: compare as absent (only != and not_in hold).
-        return operator in {"!=", "not_in"}
-    if operator in NUMERIC_OPERATORS:
-        left, right = _number(actual), _number(expected)
-        if left is None or right is None:
-            return False
-        return {">": left > right, ">=": left >= right, "<": left < right, "<=": left <= right}[operator]
-    if operator in {"==", "!="}:
-        left_num, right_num = _number(actual), _number(expected)
-        equal = left_num == right_num if left_num is not None and right_num is not None else actual == expected
-        return equal if operator == "==" else not equal
-    if operator in LIST_OPERATORS:
-        options = [str(item).lower() for item in expected]
-        found = str(actual).lower() in options
-        return found if operator == "in" else not found
-    if operator == "matches":
-        return re.search(str(expected), str(actual)) is not None
-    return False
-
-
-def rule_errors(rule: BusinessRule) -> dict[str, list[str]]:
-    from agents.tools import registry
-
+def rule_errors(*, tool: str, field: str, operator: str, value: JSON) -> dict[str, list[str]]:
+    """What is wrong with a rule's condition, by field; empty when it can be evaluated."""
     errors: dict[str, list[str]] = {}
-    tool = registry.get(rule.tool)
-    if tool is None:
-        errors["tool"] = [f"Unknown tool {rule.tool!r}."]
+    spec = registry.get(tool)
+    if spec is None:
+        errors["tool"] = [f"Unknown tool {tool!r}."]
     else:
-        name = rule.field.partition(":")[0]
-        if name not in tool.input_model.model_fields:
-            errors["field"] = [f"{rule.tool} has no argument {name!r}."]
-    if rule.operator in NUMERIC_OPERATORS and _number(rule.value) is None:
-        errors["value"] = [f"Operator {rule.operator} needs a number."]
-    if rule.operator in LIST_OPERATORS and not isinstance(rule.value, list):
-        errors["value"] = [f"Operator {rule.operator} needs a list of values."]
-    if rule.operator == "matches":
+        name = field.partition(":")[0]
+        if name not in spec.input_model.model_fields:
+            errors["field"] = [f"{tool} has no argument {name!r}."]
+    if operator in NUMERIC_OPERATORS and as_number(value) is None:
+        errors["value"] = [f"Operator {operator} needs a number."]
+    if operator in LIST_OPERATORS and not isinstance(value, list):
+        errors["value"] = [f"Operator {operator} needs a list of values."]
+    if operator == "matches":
         try:
-            re.compile(str(rule.value))
+            re.compile(str(value))
         except re.error as exc:
             errors["value"] = [f"Not a valid regular expression: {exc}."]
     return errors

@@ -19,6 +19,7 @@ from audit.types import JSON, JSONObject
 
 if TYPE_CHECKING:
     from drf_spectacular.openapi import AutoSchema
+    from drf_spectacular.utils import Direction
 
 VERDICT_CHOICES = ["approve", "reject", "edit", "respond", "done", "dismiss", "ok", "flag"]
 BULK_VERDICT_CHOICES = ["approve", "reject", "done", "dismiss", "ok", "flag"]
@@ -91,7 +92,7 @@ class ApprovalDetailSerializer(ApprovalSerializer):
     history = StepOutputSerializer(many=True, help_text="The run's steps so far.")
 
 
-class ApprovalDetailSchema(OpenApiSerializerExtension):
+class ApprovalDetailSchema(OpenApiSerializerExtension):  # type: ignore[no-untyped-call]
     """ApprovalDetail as ``allOf: [Approval, {its own fields}]``.
 
     Also keeps each choice set in one component, so drf-spectacular names their enums without
@@ -100,9 +101,9 @@ class ApprovalDetailSchema(OpenApiSerializerExtension):
 
     target_class = ApprovalDetailSerializer
 
-    def map_serializer(self, auto_schema: AutoSchema, direction: str) -> dict[str, JSON]:  # type: ignore[override]
-        base = auto_schema.resolve_serializer(ApprovalSerializer, direction)  # type: ignore[arg-type]
-        schema = auto_schema._map_serializer(self.target, direction, bypass_extensions=True)  # type: ignore[arg-type]
+    def map_serializer(self, auto_schema: AutoSchema, direction: Direction) -> dict[str, JSON]:
+        base = auto_schema.resolve_serializer(ApprovalSerializer, direction)
+        schema = auto_schema._map_serializer(self.target, direction, bypass_extensions=True)  # type: ignore[no-untyped-call]
         inherited = set(ApprovalSerializer().fields)
         own: dict[str, JSON] = {
             "type": "object",
@@ -163,7 +164,7 @@ class BulkDecisionResultSerializer(serializers.Serializer[BulkDecisionResult]):
     """One approval's outcome: ``approval_status`` when decided (200), ``detail`` when not."""
 
     id = serializers.IntegerField()
-    status = serializers.IntegerField(help_text="The HTTP status a single decision would have had: 200, 403, 404, 409...")
+    status = serializers.IntegerField(help_text="The HTTP status a single decision would have had: 200, 403, 404...")
     detail = serializers.CharField(required=False, help_text="Why it was not decided.")
     approval_status = serializers.ChoiceField(
         choices=ApprovalStatus.choices, required=False, help_text="The approval's status after the decision."

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import re
 
+from agents.conditions import rule_matches
 from agents.reasoners.base import Action, Reasoner, RunView
-from approvals.rules import rule_matches
 from audit.types import JSON, JSONObject
 
 TEMPLATE = re.compile(r"\{\{\s*([\w.\-]+)\s*\}\}")

@@ -1,0 +1,101 @@
+"""What the audit API returns, and the error body every API endpoint shares.
+
+The error body lives here, in the base app every other imports (like ``audit.types``), so the
+agents and approvals APIs use it without importing each other. Each class is an OpenAPI
+component named after it minus "Serializer", so names are unique across the project.
+"""
+
+from __future__ import annotations
+
+from typing import TypedDict
+
+from drf_spectacular.utils import OpenApiResponse
+from rest_framework import serializers
+
+from audit.models import AuditEvent
+from audit.selectors import AuditHead
+
+# --- Errors --------------------------------------------------------------------------
+
+
+class ErrorBody(TypedDict, total=False):
+    detail: str
+    code: str
+    errors: dict[str, list[str]]
+    retry_after: int
+
+
+class ErrorSerializer(serializers.Serializer[ErrorBody]):
+    """An error answer, as ``config.api.exception_handler`` writes it.
+
+    A domain error (a refused decision, a disabled agent, an invalid run input...) has
+    ``detail``, ``code`` and, when fields are at fault, ``errors``. A request that fails its
+    own validation answers ``{field: [message]}`` instead, with the field names as keys
+    (``non_field_errors`` for the body as a whole). Some codes carry more keys: a 409
+    ``already_decided`` adds ``status`` and ``decided_by``, a 409 ``arguments_changed`` adds the
+    current ``arguments`` and ``arguments_hash``. Authentication, permission and "not found"
+    answers have ``detail`` only.
+    """
+
+    detail = serializers.CharField(required=False, help_text="What went wrong, for a person to read.")
+    code = serializers.CharField(
+        required=False, help_text="Stable machine-readable reason, e.g. conflict, invalid_input, not_cancellable."
+    )
+    # A field, not Serializer.errors: the metaclass takes declared fields off the class.
+    errors = serializers.DictField(  # type: ignore[assignment]
+        child=serializers.ListField(child=serializers.CharField()),
+        required=False,
+        help_text="Messages by field, for the fields at fault.",
+    )
+    retry_after = serializers.IntegerField(
+        required=False, help_text="Seconds to wait before trying again (too many failed sign-ins)."
+    )
+
+
+ERROR_DESCRIPTIONS = {
+    400: "The request is invalid.",
+    401: "No valid token or session.",
+    403: "Not allowed for this user.",
+    404: "No such object, or not visible to this user.",
+    409: "Conflicts with the current state.",
+    429: "Too many attempts.",
+}
+
+
+def error_responses(*statuses: int, descriptions: dict[int, str] | None = None) -> dict[int, OpenApiResponse]:
+    """``@extend_schema(responses=...)`` entries for error statuses, all with the Error body."""
+    descriptions = {**ERROR_DESCRIPTIONS, **(descriptions or {})}
+    return {status: OpenApiResponse(ErrorSerializer, description=descriptions[status]) for status in statuses}
+
+
+# --- Audit log ----------------------------------------------------------------------------------------
+
+
+class AuditEventOutputSerializer(serializers.ModelSerializer[AuditEvent]):
+    class Meta:
+        model = AuditEvent
+        fields = [
+            "id",
+            "created_at",
+            "actor_type",
+            "actor_id",
+            "actor_repr",
+            "action",
+            "target_type",
+            "target_id",
+            "target_repr",
+            "agent_slug",
+            "run_id",
+            "data",
+            "prev_hash",
+            "hash",
+        ]
+
+
+class AuditHeadSerializer(serializers.Serializer[AuditHead]):
+    """The newest event of the chain: record its hash elsewhere to detect a rewrite."""
+
+    id = serializers.IntegerField(allow_null=True)
+    hash = serializers.CharField()
+    created_at = serializers.DateTimeField(allow_null=True)
+    count = serializers.IntegerField()
