@@ -27,15 +27,14 @@ from agents.serializers import (
     AgentUpdateRequestSerializer,
     EmergencyStopRequestSerializer,
     EmergencyStopResponseSerializer,
-    ErrorSerializer,
     RunCancelRequestSerializer,
     RunCreateRequestSerializer,
     RunOutputSerializer,
     StepOutputSerializer,
     TokenRequestSerializer,
     TokenResponseSerializer,
-    error_responses,
 )
+from audit.serializers import ErrorSerializer, error_responses
 from config.throttle import signin_failure_record, signin_throttle_check
 
 if TYPE_CHECKING:

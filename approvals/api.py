@@ -11,7 +11,6 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from agents.serializers import error_responses
 from agents.tools import Risk, registry
 from approvals.decisions import approval_request_decide
 from approvals.events import approval_payload
@@ -29,6 +28,7 @@ from approvals.serializers import (
     DecisionOutputSerializer,
     DecisionRequest,
 )
+from audit.serializers import error_responses
 from audit.types import JSONObject
 from config.api import DomainError
 

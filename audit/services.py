@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Protocol, cast
 
 from django.db import connection, transaction
 from django.db.models import Model
@@ -17,16 +17,29 @@ if TYPE_CHECKING:
     from django.contrib.auth.base_user import AbstractBaseUser
     from django.contrib.auth.models import AnonymousUser
 
-    from agents.models import Agent, Run
-
 __all__ = ["GENESIS_HASH", "audit_head", "audit_record", "audited_atomic"]
 
 # Any constant works; it names the one advisory lock that serializes appends.
 ADVISORY_LOCK_KEY = 0x436F756E  # "Coun"
 
+
+# agents.Agent and agents.Run as the log reads them: audit imports nothing from the apps that
+# write to it, so it knows them by their shape (and at run time by their model label or name).
+class AgentLike(Protocol):
+    @property
+    def pk(self) -> object: ...
+    @property
+    def slug(self) -> str: ...
+
+
+class _RunLike(Protocol):
+    @property
+    def agent(self) -> AgentLike: ...
+
+
 # Who did it: a user (anonymous for a failed sign-in), an agent, a named system part
 # ("policy", "load_agents ...") or None for the system itself.
-type Actor = AbstractBaseUser | AnonymousUser | Agent | str | None
+type Actor = AbstractBaseUser | AnonymousUser | AgentLike | str | None
 
 
 def _actor_fields(actor: Actor) -> tuple[str, str, str]:
@@ -34,9 +47,8 @@ def _actor_fields(actor: Actor) -> tuple[str, str, str]:
         return AuditEvent.ActorType.SYSTEM, "", "system"
     if isinstance(actor, str):
         return AuditEvent.ActorType.SYSTEM, "", actor
-    # By class name: audit imports nothing from the apps that write to it.
     if actor.__class__.__name__ == "Agent":
-        agent = cast("Agent", actor)
+        agent = cast(AgentLike, actor)
         return AuditEvent.ActorType.AGENT, str(agent.pk), f"agent:{agent.slug}"
     if getattr(actor, "is_anonymous", False):
         return AuditEvent.ActorType.USER, "", "anonymous"
@@ -55,9 +67,9 @@ def _agent_and_run(target: Model | None) -> tuple[str, int | None]:
         return "", None
     label = target._meta.label_lower
     if label == "agents.agent":
-        return cast("Agent", target).slug, None
+        return cast(AgentLike, target).slug, None
     if label == "agents.run":
-        return cast("Run", target).agent.slug, target.pk
+        return cast(_RunLike, target).agent.slug, target.pk
     run = getattr(target, "run", None)
     if run is not None:
         return run.agent.slug, run.pk
