@@ -14,7 +14,6 @@ NUMERIC_OPERATORS = {">", ">=", "<", "<="}
 LIST_OPERATORS = {"in", "not_in"}
 
 
-
 def as_number(value: JSON) -> Decimal | None:
     if isinstance(value, bool):
         return None

@@ -11,11 +11,11 @@ from django.core.exceptions import ValidationError
 from agents.models import Agent
 from agents.runtime.lifecycle import runs_stop_for_agent
 from audit.services import audit_record, audited_atomic
+from audit.types import AnyUser
 from config.errors import DomainError
-from config.users import UserLike
 
 
-def agent_set_enabled(*, agent: Agent, enabled: bool, user: UserLike, reason: str) -> Agent:
+def agent_set_enabled(*, agent: Agent, enabled: bool, user: AnyUser | None, reason: str) -> Agent:
     """The kill switch: off, no new runs start and the agent's runs stop."""
     with audited_atomic():
         agent = Agent.objects.select_for_update(no_key=True).get(pk=agent.pk)
@@ -34,7 +34,7 @@ def agent_set_enabled(*, agent: Agent, enabled: bool, user: UserLike, reason: st
     return agent
 
 
-def agents_emergency_stop(*, user: UserLike, reason: str) -> int:
+def agents_emergency_stop(*, user: AnyUser | None, reason: str) -> int:
     """Every enabled agent's kill switch at once. Returns how many were stopped."""
     stopped = 0
     for agent in Agent.objects.filter(enabled=True):
@@ -43,7 +43,9 @@ def agents_emergency_stop(*, user: UserLike, reason: str) -> int:
     return stopped
 
 
-def agent_set_level(*, agent: Agent, level: int | None, user: UserLike, reason: str, tool: str | None = None) -> Agent:
+def agent_set_level(
+    *, agent: Agent, level: int | None, user: AnyUser | None, reason: str, tool: str | None = None
+) -> Agent:
     """The agent's autonomy level, or with ``tool`` its override for that tool (``None`` removes
     the override)."""
     with audited_atomic():

@@ -12,7 +12,8 @@ from django.contrib.auth.models import User
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from agents.models import Agent, Run, Step
+from agents.models import Agent, Run, RunStatus, Step
+from audit.serializers import NamedChoiceField
 from audit.types import JSON
 
 # --- JSON columns, passed through as stored; the classes only tell the schema their shape ------------
@@ -144,6 +145,7 @@ class StepOutputSerializer(serializers.ModelSerializer[Step]):
 class RunOutputSerializer(serializers.ModelSerializer[Run]):
     agent: serializers.SlugRelatedField[Agent] = serializers.SlugRelatedField(slug_field="slug", read_only=True)
     started_by: serializers.SlugRelatedField[User] = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    status = NamedChoiceField(enum_name="RunStatusEnum", choices=RunStatus.choices, read_only=True)
     steps = serializers.SerializerMethodField(help_text="Empty in the answers to create and cancel.")
 
     class Meta:

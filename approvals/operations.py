@@ -11,10 +11,12 @@ from agents.models import Agent
 from approvals.models import BusinessRule
 from approvals.notify import inbox_access_changed
 from audit.services import audit_record, audited_atomic
-from config.users import UserLike
+from audit.types import AnyUser
 
 
-def reviewer_assignment_set(*, agent: Agent, reviewer: User, granted: bool, by: UserLike, reason: str = "") -> bool:
+def reviewer_assignment_set(
+    *, agent: Agent, reviewer: User, granted: bool, by: AnyUser | None, reason: str = ""
+) -> bool:
     """Grant or revoke a reviewer's right to decide an agent's approvals. Returns whether it changed."""
     with audited_atomic():
         has = reviewer.has_perm("agents.review_agent", agent)
@@ -34,7 +36,7 @@ def reviewer_assignment_set(*, agent: Agent, reviewer: User, granted: bool, by: 
     return True
 
 
-def business_rule_save(*, rule: BusinessRule, by: UserLike, reason: str = "") -> BusinessRule:
+def business_rule_save(*, rule: BusinessRule, by: AnyUser | None, reason: str = "") -> BusinessRule:
     """Create or change a business rule (validated), audited with the old and new values."""
     rule.full_clean()
     with audited_atomic():
@@ -53,7 +55,7 @@ def business_rule_save(*, rule: BusinessRule, by: UserLike, reason: str = "") ->
     return rule
 
 
-def business_rule_delete(*, rule: BusinessRule, by: UserLike, reason: str = "") -> None:
+def business_rule_delete(*, rule: BusinessRule, by: AnyUser | None, reason: str = "") -> None:
     with audited_atomic():
         audit_record(
             actor=by,

@@ -20,7 +20,6 @@ def field_value(arguments: JSONObject, field: str) -> JSON:
     return value
 
 
-
 def rule_errors(*, tool: str, field: str, operator: str, value: JSON) -> dict[str, list[str]]:
     """What is wrong with a rule's condition, by field; empty when it can be evaluated."""
     errors: dict[str, list[str]] = {}

@@ -6,20 +6,16 @@ across the project.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, NotRequired, TypedDict
+from typing import NotRequired, TypedDict
 
-from drf_spectacular.extensions import OpenApiSerializerExtension
 from rest_framework import serializers
 
 from agents.models import RunStatus
 from agents.serializers import JSONObjectField, StepOutputSerializer
 from agents.tools import Risk
 from approvals.models import ApprovalKind, ApprovalStatus, Decision
+from audit.serializers import NamedChoiceField
 from audit.types import JSON, JSONObject
-
-if TYPE_CHECKING:
-    from drf_spectacular.openapi import AutoSchema
-    from drf_spectacular.utils import Direction
 
 VERDICT_CHOICES = ["approve", "reject", "edit", "respond", "done", "dismiss", "ok", "flag"]
 BULK_VERDICT_CHOICES = ["approve", "reject", "done", "dismiss", "ok", "flag"]
@@ -43,7 +39,7 @@ class ApprovalSerializer(serializers.Serializer[JSONObject]):
     id = serializers.IntegerField()
     run = serializers.IntegerField(help_text="The run's id.")
     agent = AgentRefSerializer()
-    kind = serializers.ChoiceField(choices=ApprovalKind.choices)
+    kind = NamedChoiceField(enum_name="ApprovalKindEnum", choices=ApprovalKind.choices)
     tool = serializers.CharField(help_text="The tool the agent proposes to call (final_answer for a flagged answer).")
     summary = serializers.CharField(help_text="One line: the tool and its first arguments.")
     arguments = JSONObjectField(help_text="The arguments the agent proposed.")
@@ -55,7 +51,7 @@ class ApprovalSerializer(serializers.Serializer[JSONObject]):
     rationale = serializers.CharField(allow_blank=True, help_text="Why the agent proposes it.")
     risk_class = serializers.ChoiceField(choices=Risk.CHOICES)
     policy_reason = serializers.CharField(help_text="Why the policy asks a person.")
-    status = serializers.ChoiceField(choices=ApprovalStatus.choices)
+    status = NamedChoiceField(enum_name="ApprovalStatusEnum", choices=ApprovalStatus.choices)
     required_approvals = serializers.IntegerField()
     approvals_count = serializers.IntegerField()
     created_at = serializers.DateTimeField(allow_null=True)
@@ -76,43 +72,15 @@ class DecisionOutputSerializer(serializers.ModelSerializer[Decision]):
 
 
 class ApprovalDetailSerializer(ApprovalSerializer):
-    """An approval with what a reviewer needs to decide it: the agent's brief, the run's history.
-
-    In the schema: Approval and these fields (allOf), see ``ApprovalDetailSchema``.
-    """
+    """An approval with what a reviewer needs to decide it: the agent's brief, the run's history."""
 
     objective = serializers.CharField(help_text="The agent's objective.")
     scope = serializers.CharField(help_text="What the agent may and may not do.")
     arguments_schema = JSONObjectField(help_text="JSON Schema of the tool's arguments (empty if unknown).")
-    # The values, not the labelled choices: an enum of its own in the schema, whose name cannot clash
-    # with RunOutput's status enum.
-    run_status = serializers.ChoiceField(choices=RunStatus.values)
+    run_status = NamedChoiceField(enum_name="RunStatusEnum", choices=RunStatus.choices)
     started_by = serializers.CharField(allow_null=True, help_text="Username of who started the run.")
     decisions = DecisionOutputSerializer(many=True)
     history = StepOutputSerializer(many=True, help_text="The run's steps so far.")
-
-
-class ApprovalDetailSchema(OpenApiSerializerExtension):  # type: ignore[no-untyped-call]
-    """ApprovalDetail as ``allOf: [Approval, {its own fields}]``.
-
-    Also keeps each choice set in one component, so drf-spectacular names their enums without
-    a collision.
-    """
-
-    target_class = ApprovalDetailSerializer
-
-    def map_serializer(self, auto_schema: AutoSchema, direction: Direction) -> dict[str, JSON]:
-        base = auto_schema.resolve_serializer(ApprovalSerializer, direction)
-        schema = auto_schema._map_serializer(self.target, direction, bypass_extensions=True)  # type: ignore[no-untyped-call]
-        inherited = set(ApprovalSerializer().fields)
-        own: dict[str, JSON] = {
-            "type": "object",
-            "properties": {name: prop for name, prop in schema["properties"].items() if name not in inherited},
-        }
-        required = [name for name in schema.get("required", []) if name not in inherited]
-        if required:
-            own["required"] = required
-        return {"allOf": [base.ref, own]}
 
 
 # --- Decisions ----------------------------------------------------------------------------------------
@@ -166,8 +134,11 @@ class BulkDecisionResultSerializer(serializers.Serializer[BulkDecisionResult]):
     id = serializers.IntegerField()
     status = serializers.IntegerField(help_text="The HTTP status a single decision would have had: 200, 403, 404...")
     detail = serializers.CharField(required=False, help_text="Why it was not decided.")
-    approval_status = serializers.ChoiceField(
-        choices=ApprovalStatus.choices, required=False, help_text="The approval's status after the decision."
+    approval_status = NamedChoiceField(
+        enum_name="ApprovalStatusEnum",
+        choices=ApprovalStatus.choices,
+        required=False,
+        help_text="The approval's status after the decision.",
     )
 
 

@@ -7,13 +7,49 @@ component named after it minus "Serializer", so names are unique across the proj
 
 from __future__ import annotations
 
-from typing import TypedDict
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, TypedDict
 
+from drf_spectacular.extensions import OpenApiSerializerFieldExtension
+from drf_spectacular.plumbing import build_choice_field
 from drf_spectacular.utils import OpenApiResponse
 from rest_framework import serializers
 
 from audit.models import AuditEvent
 from audit.selectors import AuditHead
+from audit.types import JSON
+
+if TYPE_CHECKING:
+    from drf_spectacular.openapi import AutoSchema
+    from drf_spectacular.utils import Direction
+
+# --- Choice sets shared by several components -----------------------------------------------------------
+
+
+class NamedChoiceField(serializers.ChoiceField):
+    """A ChoiceField whose choice set is one schema component, ``enum_name``, wherever it is used.
+
+    drf-spectacular names enums after the field and, when the same choice set appears in several
+    components under different field names (``status``, ``approval_status``...), warns that it
+    cannot name them well. A choice set used that way gets its name here instead.
+    """
+
+    def __init__(self, *, enum_name: str, choices: Sequence[Any], **kwargs: Any) -> None:
+        self.enum_name = enum_name
+        super().__init__(choices=choices, **kwargs)
+
+
+class NamedChoiceFieldSchema(OpenApiSerializerFieldExtension):  # type: ignore[no-untyped-call]
+    target_class = NamedChoiceField
+
+    def get_name(self) -> str:
+        return str(self.target.enum_name)
+
+    def map_serializer_field(self, auto_schema: AutoSchema, direction: Direction) -> dict[str, JSON]:
+        schema = build_choice_field(self.target)
+        schema.pop("x-spec-enum-id", None)  # drf-spectacular's own marker, for the enums it names itself
+        return schema
+
 
 # --- Errors --------------------------------------------------------------------------
 

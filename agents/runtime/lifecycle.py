@@ -15,9 +15,9 @@ from approvals.decisions import approval_requests_cancel_for_run
 from approvals.guardrails import check_input
 from audit.redaction import Redactor
 from audit.services import audit_record, audited_atomic
+from audit.types import AnyUser
 from config.doorbell import ADVANCE_RUN, RESUME_RUN, ring
 from config.errors import Conflict, DomainError
-from config.users import UserLike, display_name
 
 
 class AgentDisabled(Conflict):
@@ -49,7 +49,7 @@ def run_input_errors(*, agent: Agent, payload: Any) -> dict[str, list[str]]:
     return errors
 
 
-def run_create(*, agent: Agent, user: UserLike, payload: Any) -> Run:
+def run_create(*, agent: Agent, user: AnyUser | None, payload: Any) -> Run:
     errors = run_input_errors(agent=agent, payload=payload)
     if errors:
         raise RunInputInvalid("The run input is invalid.", details={"errors": errors})
@@ -77,7 +77,7 @@ def enqueue_advance(run_id: int, *, resume: bool = False) -> None:
     ring(RESUME_RUN if resume else ADVANCE_RUN, run_id)
 
 
-def run_cancel(*, run: Run, user: UserLike, reason: str = "") -> Run:
+def run_cancel(*, run: Run, user: AnyUser | None, reason: str = "") -> Run:
     with audited_atomic():
         run = Run.objects.select_for_update(no_key=True).get(pk=run.pk)
         if run.is_terminal:
@@ -94,7 +94,7 @@ def run_cancel(*, run: Run, user: UserLike, reason: str = "") -> Run:
     return run
 
 
-def runs_stop_for_agent(*, agent: Agent, user: UserLike) -> None:
+def runs_stop_for_agent(*, agent: Agent, user: AnyUser | None) -> None:
     """Inside the kill switch's transaction: waiting and queued runs stop now, their pending
     approvals are cancelled; running ones stop at their next step boundary."""
     for run in Run.objects.select_for_update(no_key=True).filter(
@@ -125,3 +125,8 @@ def run_finish(run: Run, status: RunStatus, *, result: Any = None, error: str = 
         actor=actor or run.agent, action=action, target=run, data={"status": status, "error": error, "result": result}
     )
     return True
+
+
+def display_name(user: AnyUser | None) -> str:
+    """How the trace and error messages name who acted."""
+    return user.get_username() if user is not None and user.is_authenticated else "the system"

@@ -8,13 +8,12 @@ from typing import Any
 
 from agents.models import Agent, Run, RunStatus, Step, ToolCallStatus
 from agents.runtime.lease import Lease, hold
-from agents.runtime.lifecycle import run_finish
+from agents.runtime.lifecycle import display_name, run_finish
 from agents.runtime.status import DECIDED, tool_call_move
 from agents.runtime.steps import record_step
 from agents.tools import FINAL_ANSWER, arguments_hash
 from approvals.models import ApprovalRequest, ApprovalStatus
 from audit.services import audited_atomic
-from config.users import display_name
 
 EXPIRED_COMMENT = "expired: no decision before the deadline"
 

@@ -83,7 +83,9 @@ def test_audit_events_match_state_changes(
     expiring = start(support_agent, starter, 75)
     approvals_sweep(now=timezone.now() + timedelta(seconds=support_agent.approval_sla_seconds + 5))
     approvals_sweep(now=timezone.now() + timedelta(seconds=support_agent.approval_deadline_seconds + 5))
-    runtime.run_advance(run_id=expiring.pk)
+    # Every request still pending expired; their runs' workers apply the expiries.
+    for run in (approved, edited, rejected, expiring):
+        runtime.run_advance(run_id=run.pk)
 
     bulk = [start(support_agent, starter, amount) for amount in (10, 20, 30)]
     response = APIClient()
@@ -100,6 +102,9 @@ def test_audit_events_match_state_changes(
         "/inbox/bulk/", {"ids": [pending(run).pk for run in page_bulk], "verdict": "reject", "comment": "dup"}
     )
     assert response.status_code == 302
+    # The workers the resumes were rung for apply those decisions.
+    for run in bulk[1:] + page_bulk:
+        runtime.run_advance(run_id=run.pk)
 
     operations.agent_set_level(agent=support_agent, level=3, user=operator, reason="trusted")
     level_changes += 1

@@ -30,8 +30,10 @@ def test_a_publish_that_fails_after_commit_is_logged_not_raised(
         raise OperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
 
     monkeypatch.setattr(app, "send_task", broker_down)
-    with caplog.at_level(logging.WARNING, logger="config.doorbell"):
-        with django_capture_on_commit_callbacks(execute=True) as callbacks:
-            doorbell.ring(doorbell.ADVANCE_RUN, 42)
+    with (
+        caplog.at_level(logging.WARNING, logger="config.doorbell"),
+        django_capture_on_commit_callbacks(execute=True) as callbacks,
+    ):
+        doorbell.ring(doorbell.ADVANCE_RUN, 42)
     assert len(callbacks) == 1
     assert "could not enqueue agents.tasks.advance_run(42,)" in caplog.text
