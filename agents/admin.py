@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+from typing import Any
+
 from django import forms
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse
 from guardian.admin import GuardedModelAdmin
 
 from agents.models import Agent, KnowledgeArticle, LedgerEntry, OutboxEmail, Run, Step, Ticket, ToolCall
@@ -15,7 +18,7 @@ AUDITED_FIELDS = ("autonomy_level", "tool_levels", "enabled", "tools")
 OPERATOR_SETTINGS = ("autonomy_level", "tool_levels", "enabled")
 
 
-class AgentAdminForm(forms.ModelForm):
+class AgentAdminForm(forms.ModelForm[Agent]):
     change_reason = forms.CharField(
         required=False,
         max_length=1000,
@@ -50,8 +53,8 @@ class AgentAdminForm(forms.ModelForm):
             "webhook_secret",
         ]
 
-    def clean(self):
-        cleaned = super().clean()
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
         changed = [name for name in AUDITED_FIELDS if name in self.changed_data]
         if self.instance.pk and changed and not cleaned.get("change_reason"):
             self.add_error("change_reason", f"Say why {', '.join(changed)} changed.")
@@ -67,24 +70,27 @@ class AgentAdmin(GuardedModelAdmin):
 
     # Guardian's object-permission pages would let any staff user who may change agents grant
     # review and start rights unaudited; grants go through the console (audited) instead.
-    def obj_perms_manage_view(self, request, object_pk):
+    def obj_perms_manage_view(self, request: HttpRequest, object_pk: str) -> HttpResponse:
         self._superuser_only(request)
-        return super().obj_perms_manage_view(request, object_pk)
+        response: HttpResponse = super().obj_perms_manage_view(request, object_pk)  # type: ignore[no-untyped-call]  # guardian: unannotated
+        return response
 
-    def obj_perms_manage_user_view(self, request, object_pk, user_id):
+    def obj_perms_manage_user_view(self, request: HttpRequest, object_pk: str, user_id: str) -> HttpResponse:
         self._superuser_only(request)
-        return super().obj_perms_manage_user_view(request, object_pk, user_id)
+        response: HttpResponse = super().obj_perms_manage_user_view(request, object_pk, user_id)  # type: ignore[no-untyped-call]  # guardian: unannotated
+        return response
 
-    def obj_perms_manage_group_view(self, request, object_pk, group_id):
+    def obj_perms_manage_group_view(self, request: HttpRequest, object_pk: str, group_id: str) -> HttpResponse:
         self._superuser_only(request)
-        return super().obj_perms_manage_group_view(request, object_pk, group_id)
+        response: HttpResponse = super().obj_perms_manage_group_view(request, object_pk, group_id)  # type: ignore[no-untyped-call]  # guardian: unannotated
+        return response
 
     @staticmethod
-    def _superuser_only(request) -> None:
+    def _superuser_only(request: HttpRequest) -> None:
         if not request.user.is_superuser:
             raise PermissionDenied("Reviewer and start rights are granted in the console, where they are audited.")
 
-    def save_model(self, request, obj, form, change):
+    def save_model(self, request: HttpRequest, obj: Agent, form: AgentAdminForm, change: bool) -> None:
         if not change:
             with audited_atomic():
                 super().save_model(request, obj, form, change)
@@ -121,14 +127,14 @@ class AgentAdmin(GuardedModelAdmin):
             obj.refresh_from_db()
 
 
-class StepInline(admin.TabularInline):
+class StepInline(admin.TabularInline[Step, Run]):
     model = Step
     fields = ("index", "kind", "verdict", "verdict_reason", "error", "latency_ms", "cost")
     readonly_fields = fields
     extra = 0
     can_delete = False
 
-    def has_add_permission(self, request, obj=None) -> bool:
+    def has_add_permission(self, request: HttpRequest, obj: Run | None = None) -> bool:
         return False
 
 

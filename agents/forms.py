@@ -6,7 +6,7 @@ import json
 from typing import Any, cast
 
 from django import forms
-from django.contrib.auth import get_user_model
+from django.contrib.auth.models import User
 
 from agents.models import Agent, AutonomyLevel
 from agents.tools import registry
@@ -57,7 +57,7 @@ def _rule_value(text: str) -> Any:
         return text
 
 
-class BusinessRuleForm(forms.ModelForm):
+class BusinessRuleForm(forms.ModelForm[BusinessRule]):
     tool = forms.ChoiceField(choices=[])
     value = forms.CharField(
         max_length=2000,
@@ -72,7 +72,7 @@ class BusinessRuleForm(forms.ModelForm):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         cast(forms.ChoiceField, self.fields["tool"]).choices = [(name, name) for name in sorted(registry)]
-        agent = cast(forms.ModelChoiceField, self.fields["agent"])
+        agent = cast("forms.ModelChoiceField[Agent]", self.fields["agent"])
         agent.empty_label = "every agent"
         agent.queryset = Agent.objects.order_by("slug")
         if self.instance.pk and not self.is_bound:
@@ -87,13 +87,15 @@ class RuleDeleteForm(forms.Form):
 
 
 class ReviewerAssignmentForm(forms.Form):
-    reviewer = forms.ModelChoiceField(queryset=get_user_model().objects.none(), to_field_name="username")
-    agent = forms.ModelChoiceField(queryset=Agent.objects.none(), to_field_name="slug")
+    reviewer: forms.ModelChoiceField[User] = forms.ModelChoiceField(
+        queryset=User.objects.none(), to_field_name="username"
+    )
+    agent: forms.ModelChoiceField[Agent] = forms.ModelChoiceField(queryset=Agent.objects.none(), to_field_name="slug")
     granted = forms.TypedChoiceField(choices=[("1", "grant"), ("0", "revoke")], coerce=lambda value: value == "1")
     reason = ReasonField(required=False)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        users = get_user_model().objects.filter(is_active=True).order_by("username")
-        cast(forms.ModelChoiceField, self.fields["reviewer"]).queryset = users
-        cast(forms.ModelChoiceField, self.fields["agent"]).queryset = Agent.objects.order_by("slug")
+        users = User.objects.filter(is_active=True).order_by("username")
+        cast("forms.ModelChoiceField[User]", self.fields["reviewer"]).queryset = users
+        cast("forms.ModelChoiceField[Agent]", self.fields["agent"]).queryset = Agent.objects.order_by("slug")

@@ -9,17 +9,17 @@ from approvals.decisions import approvals_sweep
 from config.doorbell import ADVANCE_RUN, RESUME_RUN
 
 
-@shared_task(name=ADVANCE_RUN)
+@shared_task(name=ADVANCE_RUN)  # type: ignore[untyped-decorator]  # celery ships no types
 def advance_run(run_id: int) -> None:
     run_advance(run_id=run_id)
 
 
-@shared_task(name=RESUME_RUN)
+@shared_task(name=RESUME_RUN)  # type: ignore[untyped-decorator]  # celery ships no types
 def resume_run(run_id: int) -> None:
     # Same work as advance_run, routed to the "resumes" queue that workers drain first.
     run_advance(run_id=run_id)
 
 
-@shared_task(name="agents.tasks.sweep")
+@shared_task(name="agents.tasks.sweep")  # type: ignore[untyped-decorator]  # celery ships no types
 def sweep() -> dict[str, int]:
     return {**runs_recover(), **approvals_sweep()}

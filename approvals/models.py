@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-from typing import Any
-
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
@@ -9,6 +7,7 @@ from django.db import models
 from agents.models import Agent, Run, ToolCall
 from agents.tools import arguments_hash
 from approvals.rules import rule_errors
+from audit.types import JSONObject
 
 
 class Verdict(models.TextChoices):
@@ -163,9 +162,10 @@ class ApprovalRequest(models.Model):
         return f"approval {self.pk}: {self.tool} ({self.status})"
 
     @property
-    def pending_arguments(self) -> dict[str, Any]:
+    def pending_arguments(self) -> JSONObject:
         """What an approval would execute now: the proposal, or a reviewer's edit of it."""
-        return self.decided_arguments if self.decided_arguments is not None else self.arguments
+        arguments: JSONObject = self.decided_arguments if self.decided_arguments is not None else self.arguments
+        return arguments
 
     @property
     def pending_arguments_hash(self) -> str:

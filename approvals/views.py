@@ -26,7 +26,7 @@ from approvals.forms import VERDICT_LABELS, ArgumentsForm, BulkDecisionForm, Dec
 from approvals.models import KIND_VERDICTS, ApprovalKind, ApprovalRequest, ApprovalStatus, InboxEvent
 from approvals.selectors import agents_reviewable_by, approval_list_for_reviewer
 from config.api import DomainError
-from config.pages import KIND_LABELS, field_errors, pretty, render_page, safe_next, step_view
+from config.pages import KIND_LABELS, field_errors, pretty, render_page, safe_next, signed_in_user, step_view
 
 INBOX_LIMIT = 200
 RISK_LABELS: dict[str, str] = {
@@ -224,7 +224,7 @@ def inbox_bulk(request: HttpRequest) -> HttpResponse:
             continue
         try:
             approval_request_decide(
-                approval=approval, reviewer=request.user, verdict=data["verdict"], comment=data["comment"]
+                approval=approval, reviewer=signed_in_user(request), verdict=data["verdict"], comment=data["comment"]
             )
         except DomainError as exc:
             messages.error(request, f"#{approval_id} {approval.tool}: {_decided_text(exc)}")
@@ -345,7 +345,7 @@ def inbox_detail(request: HttpRequest, approval_id: int) -> HttpResponse:
     try:
         approval_request_decide(
             approval=approval,
-            reviewer=request.user,
+            reviewer=signed_in_user(request),
             verdict=verdict,
             arguments=arguments,
             comment=comment,

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from django.contrib.auth.models import User
+from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils import timezone
@@ -24,6 +26,14 @@ KIND_LABELS: dict[str, str] = {
     ApprovalKind.REVIEW: "review (level 3)",
     ApprovalKind.QUESTION: "question",
 }
+
+
+def signed_in_user(request: HttpRequest) -> User:
+    """The user of a page behind ``login_required``: the user model, never the anonymous user."""
+    user = request.user
+    if not isinstance(user, User) or not user.is_authenticated:
+        raise PermissionDenied("Sign in first.")
+    return user
 
 
 def render_page(
