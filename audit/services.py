@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Protocol, cast
+from typing import TYPE_CHECKING, Protocol, TypeAlias, cast
 
 from django.db import connection, transaction
 from django.db.models import Model
@@ -39,7 +39,7 @@ class _RunLike(Protocol):
 
 # Who did it: a user (anonymous for a failed sign-in), an agent, a named system part
 # ("policy", "load_agents ...") or None for the system itself.
-type Actor = AbstractBaseUser | AnonymousUser | AgentLike | str | None
+Actor: TypeAlias = "AbstractBaseUser | AnonymousUser | AgentLike | str | None"
 
 
 def _actor_fields(actor: Actor) -> tuple[str, str, str]:

@@ -10,22 +10,22 @@ anything. The alias names the intent; everything that is not arbitrary JSON gets
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AnonymousUser, User
     from django.http import HttpRequest
     from rest_framework.request import Request
 
-type JSON = Any
+JSON: TypeAlias = Any
 # A JSON object: the top level of a tool's arguments, a history entry, a webhook payload.
-type JSONObject = dict[str, JSON]
+JSONObject: TypeAlias = dict[str, JSON]
 
 # Whoever a request or a socket carries: the user model or the anonymous user. The project
 # keeps Django's auth.User (no AUTH_USER_MODEL setting), which is also what django-stubs
 # gives request.user and get_user_model().
-type AnyUser = User | AnonymousUser
+AnyUser: TypeAlias = "User | AnonymousUser"
 
 # A Django request or a DRF one (which wraps it): the sign-in code paths see both, the API's
 # token view sends the auth signals with its DRF request.
-type AnyRequest = HttpRequest | Request
+AnyRequest: TypeAlias = "HttpRequest | Request"
