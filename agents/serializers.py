@@ -16,7 +16,7 @@ from agents.models import Agent, Run, RunStatus, Step
 from audit.serializers import NamedChoiceField
 from audit.types import JSON
 
-# --- JSON columns, passed through as stored; the classes only tell the schema their shape ------------
+# --- JSON columns, passed through as stored; the classes only tell the schema their shape -----------
 
 
 @extend_schema_field({"type": "object", "additionalProperties": {}})

@@ -7,17 +7,18 @@ from typing import Any, cast
 
 from django import forms
 
-VERDICT_LABELS = {
-    "approve": "Approve",
-    "edit": "Approve with edits",
-    "reject": "Reject",
-    "respond": "Send answer",
-    "done": "Done",
-    "dismiss": "Dismiss",
-    "ok": "OK",
-    "flag": "Flag incident",
+from approvals.models import BULK_VERDICTS, DecisionVerdict
+
+VERDICT_LABELS: dict[str, str] = {
+    DecisionVerdict.APPROVE: "Approve",
+    DecisionVerdict.EDIT: "Approve with edits",
+    DecisionVerdict.REJECT: "Reject",
+    DecisionVerdict.RESPOND: "Send answer",
+    DecisionVerdict.DONE: "Done",
+    DecisionVerdict.DISMISS: "Dismiss",
+    DecisionVerdict.OK: "OK",
+    DecisionVerdict.FLAG: "Flag incident",
 }
-BULK_VERDICTS = ["approve", "reject", "done", "dismiss", "ok", "flag"]
 
 
 # --- Deciding ------------------------------------------------------------------------------
@@ -175,6 +176,6 @@ class BulkDecisionForm(forms.Form):
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
-        if data.get("verdict") == "reject" and not (data.get("comment") or "").strip():
+        if data.get("verdict") == DecisionVerdict.REJECT and not (data.get("comment") or "").strip():
             self.add_error("comment", "A rejection needs a reason.")
         return data

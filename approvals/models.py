@@ -114,6 +114,15 @@ KIND_VERDICTS: dict[str, frozenset[DecisionVerdict]] = {
     ApprovalKind.REVIEW: frozenset({DecisionVerdict.OK, DecisionVerdict.FLAG}),
     ApprovalKind.QUESTION: frozenset({DecisionVerdict.RESPOND, DecisionVerdict.REJECT}),
 }
+# The verdicts that take nothing but a comment: what bulk decisions (inbox and API) may give.
+BULK_VERDICTS: tuple[DecisionVerdict, ...] = (
+    DecisionVerdict.APPROVE,
+    DecisionVerdict.REJECT,
+    DecisionVerdict.DONE,
+    DecisionVerdict.DISMISS,
+    DecisionVerdict.OK,
+    DecisionVerdict.FLAG,
+)
 VERDICT_STATUS: dict[DecisionVerdict, ApprovalStatus] = {
     DecisionVerdict.APPROVE: ApprovalStatus.APPROVED,
     DecisionVerdict.EDIT: ApprovalStatus.APPROVED,

@@ -4,7 +4,7 @@ from django.db.models import F, QuerySet
 from guardian.shortcuts import get_objects_for_user
 
 from agents.models import Agent
-from approvals.models import ApprovalRequest, InboxEvent
+from approvals.models import ApprovalRequest, BusinessRule, InboxEvent
 from audit.types import AnyUser
 
 
@@ -56,3 +56,8 @@ def inbox_events_since(*, user: AnyUser, last_seq: int, limit: int = 500) -> lis
         .select_related("approval__agent", "approval__decided_by")
         .order_by("pk")[:limit]
     )
+
+
+def business_rules() -> QuerySet[BusinessRule]:
+    """Every business rule, as the console lists them."""
+    return BusinessRule.objects.select_related("agent").order_by("tool", "id")

@@ -21,7 +21,7 @@ VERDICT_CHOICES = ["approve", "reject", "edit", "respond", "done", "dismiss", "o
 BULK_VERDICT_CHOICES = ["approve", "reject", "done", "dismiss", "ok", "flag"]
 
 
-# --- Approvals ----------------------------------------------------------------------------------------
+# --- Approvals --------------------------------------------------------------------------------------
 
 
 class AgentRefSerializer(serializers.Serializer[JSONObject]):
@@ -83,7 +83,7 @@ class ApprovalDetailSerializer(ApprovalSerializer):
     history = StepOutputSerializer(many=True, help_text="The run's steps so far.")
 
 
-# --- Decisions ----------------------------------------------------------------------------------------
+# --- Decisions --------------------------------------------------------------------------------------
 
 
 class DecisionRequest(TypedDict):

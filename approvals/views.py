@@ -23,7 +23,15 @@ from agents.tools import Risk, registry
 from approvals.decisions import AlreadyDecided, approval_request_decide
 from approvals.events import approval_payload
 from approvals.forms import VERDICT_LABELS, ArgumentsForm, BulkDecisionForm, DecisionForm
-from approvals.models import KIND_VERDICTS, ApprovalKind, ApprovalRequest, ApprovalStatus, InboxEvent
+from approvals.models import (
+    BULK_VERDICTS,
+    KIND_VERDICTS,
+    ApprovalKind,
+    ApprovalRequest,
+    ApprovalStatus,
+    DecisionVerdict,
+    InboxEvent,
+)
 from approvals.selectors import agents_reviewable_by, approval_list_for_reviewer
 from config.api import DomainError
 from config.pages import KIND_LABELS, field_errors, pretty, render_page, safe_next, signed_in_user, step_view
@@ -36,16 +44,16 @@ RISK_LABELS: dict[str, str] = {
     Risk.FINANCIAL: "financial",
 }
 # The verdict the "a" key and the row's quick button give, per kind; questions need text.
-PRIMARY_VERDICT: dict[str, str] = {
-    ApprovalKind.APPROVAL: "approve",
-    ApprovalKind.SUGGESTION: "done",
-    ApprovalKind.REVIEW: "ok",
+PRIMARY_VERDICT: dict[str, DecisionVerdict] = {
+    ApprovalKind.APPROVAL: DecisionVerdict.APPROVE,
+    ApprovalKind.SUGGESTION: DecisionVerdict.DONE,
+    ApprovalKind.REVIEW: DecisionVerdict.OK,
 }
-NEGATIVE_VERDICT: dict[str, str] = {
-    ApprovalKind.APPROVAL: "reject",
-    ApprovalKind.SUGGESTION: "dismiss",
-    ApprovalKind.REVIEW: "flag",
-    ApprovalKind.QUESTION: "reject",
+NEGATIVE_VERDICT: dict[str, DecisionVerdict] = {
+    ApprovalKind.APPROVAL: DecisionVerdict.REJECT,
+    ApprovalKind.SUGGESTION: DecisionVerdict.DISMISS,
+    ApprovalKind.REVIEW: DecisionVerdict.FLAG,
+    ApprovalKind.QUESTION: DecisionVerdict.REJECT,
 }
 
 
@@ -191,7 +199,7 @@ def _inbox_page(request: HttpRequest, *, bulk_form: BulkDecisionForm | None = No
             "bulk_form": bulk_form or BulkDecisionForm(),
             "back": back,
             "state": state,
-            "bulk_verdicts": [(v, VERDICT_LABELS[v]) for v in ("approve", "reject", "done", "dismiss", "ok", "flag")],
+            "bulk_verdicts": [(v, VERDICT_LABELS[v]) for v in BULK_VERDICTS],
         },
         status=status,
     )
@@ -289,7 +297,7 @@ def _detail_context(
         "edit_mode": edit_mode,
         "is_pending": approval.status == ApprovalStatus.PENDING,
         "verdicts": verdicts,
-        "can_edit": "edit" in verdicts,
+        "can_edit": DecisionVerdict.EDIT in verdicts,
         "primary_verdict": PRIMARY_VERDICT.get(ApprovalKind(approval.kind), ""),
         "negative_verdict": NEGATIVE_VERDICT[ApprovalKind(approval.kind)],
         "verdict_labels": VERDICT_LABELS,
@@ -326,7 +334,7 @@ def inbox_detail(request: HttpRequest, approval_id: int) -> HttpResponse:
     kept: dict[str, Any] = {"posted_verdict": verdict, "comment": comment, "edit_mode": edit_mode}
     arguments = None
     arguments_form = None
-    if verdict == "edit":
+    if verdict == DecisionVerdict.EDIT:
         arguments_form = ArgumentsForm(request.POST, schema=schema)
         kept.update(arguments_form=arguments_form, arguments_json=arguments_json)
         if edit_mode == "json":

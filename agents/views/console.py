@@ -13,16 +13,12 @@ from typing import Any
 from django.contrib import messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth.decorators import login_required
-from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db.models import Count, IntegerField, OuterRef, Subquery, Value
-from django.db.models.functions import Coalesce
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
-from guardian.models import GroupObjectPermission, UserObjectPermission
 
 from agents.forms import (
     AgentEnabledForm,
@@ -32,11 +28,13 @@ from agents.forms import (
     ReviewerAssignmentForm,
     RuleDeleteForm,
 )
-from agents.models import Agent, AutonomyLevel, Run, RunStatus
+from agents.models import Agent, AutonomyLevel
 from agents.operations import agent_set_enabled, agent_set_level, agents_emergency_stop
 from agents.permissions import is_operator
-from approvals.models import ApprovalRequest, ApprovalStatus, BusinessRule
+from agents.selectors import agents_overview, review_grants_by_agent
+from approvals.models import BusinessRule
 from approvals.operations import business_rule_delete, business_rule_save, reviewer_assignment_set
+from approvals.selectors import business_rules
 from config.api import DomainError
 from config.pages import field_errors, render_page
 
@@ -44,47 +42,6 @@ from config.pages import field_errors, render_page
 def _require_operator(request: HttpRequest) -> None:
     if not is_operator(request.user):
         raise PermissionDenied("The console is for operators.")
-
-
-def console_agents() -> list[Agent]:
-    """Agents with pending approvals and last-24-hour run counts, in one query (subqueries)."""
-    since = timezone.now() - timedelta(hours=24)
-
-    def count(queryset: Any) -> Coalesce:
-        grouped = queryset.order_by().values("agent").annotate(n=Count("pk")).values("n")
-        return Coalesce(Subquery(grouped, output_field=IntegerField()), Value(0))
-
-    pending = ApprovalRequest.objects.filter(agent=OuterRef("pk"), status=ApprovalStatus.PENDING)
-    recent = Run.objects.filter(agent=OuterRef("pk"), created_at__gte=since)
-    return list(
-        Agent.objects.annotate(
-            pending_count=count(pending),
-            runs_24h=count(recent),
-            failed_24h=count(recent.filter(status=RunStatus.FAILED)),
-        ).order_by("slug")
-    )
-
-
-def _assignments() -> dict[str, Any]:
-    agent_type = ContentType.objects.get_for_model(Agent)
-    users = (
-        UserObjectPermission.objects.filter(content_type=agent_type, permission__codename="review_agent")
-        .select_related("user")
-        .order_by("object_pk", "user__username")
-    )
-    groups = (
-        GroupObjectPermission.objects.filter(content_type=agent_type, permission__codename="review_agent")
-        .select_related("group")
-        .order_by("object_pk", "group__name")
-    )
-    by_agent: dict[str, dict[str, list[str]]] = {}
-    for grant in users:
-        by_agent.setdefault(str(grant.object_pk), {"users": [], "groups": []})["users"].append(grant.user.username)
-    for group_grant in groups:
-        by_agent.setdefault(str(group_grant.object_pk), {"users": [], "groups": []})["groups"].append(
-            group_grant.group.name
-        )
-    return by_agent
 
 
 def _console_page(
@@ -97,8 +54,8 @@ def _console_page(
     status: int = 200,
 ) -> HttpResponse:
     bound = bound or {}
-    agents = console_agents()
-    assignments = _assignments()
+    agents = agents_overview(since=timezone.now() - timedelta(hours=24))
+    assignments = review_grants_by_agent()
     rows = []
     for agent in agents:
         runs = agent.runs_24h  # type: ignore[attr-defined]
@@ -120,10 +77,7 @@ def _console_page(
                 "reviewer_groups": grants["groups"],
             }
         )
-    rules = [
-        {"rule": rule, "value": json.dumps(rule.value, ensure_ascii=False)}
-        for rule in BusinessRule.objects.select_related("agent").order_by("tool", "id")
-    ]
+    rules = [{"rule": rule, "value": json.dumps(rule.value, ensure_ascii=False)} for rule in business_rules()]
     return render_page(
         request,
         "console/console.html",

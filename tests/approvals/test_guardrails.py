@@ -151,6 +151,7 @@ def test_a_rejected_final_answer_ends_the_run(operator, reviewer):
     runtime.run_advance(run_id=run.pk)
     approval = ApprovalRequest.objects.get(run=run)
     approval_request_decide(approval=approval, reviewer=reviewer, verdict="reject", comment="no promises")
+    runtime.run_advance(run_id=run.pk)  # the worker the resume was rung for
     run.refresh_from_db()
     assert run.status == RunStatus.REJECTED and run.result is None and "no promises" in run.error
 
