@@ -252,6 +252,11 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
+# The test suite's processes hash with MD5 (PBKDF2 costs about a second a user); never in production.
+if env_bool("COUNTERSIGN_FAST_PASSWORD_HASHER", False):
+    if not DEBUG:
+        raise ImproperlyConfigured("COUNTERSIGN_FAST_PASSWORD_HASHER=1 is for the test suite: it needs DEBUG=1.")
+    PASSWORD_HASHERS = [f"django.contrib.auth.hashers.{name}" for name in ("MD5PasswordHasher", "PBKDF2PasswordHasher")]
 LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/inbox/"
 LOGOUT_REDIRECT_URL = "/accounts/login/"

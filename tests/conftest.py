@@ -1,11 +1,28 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 from django.contrib.auth.models import Group, User
+from django.test import override_settings
 
 pytest_plugins = ["tests.live"]
 
 PASSWORD = "correct-horse-battery"
+# What config/settings.py sets under COUNTERSIGN_FAST_PASSWORD_HASHER=1, the variable tests/live.py
+# gives the worker and the ASGI server so they verify the passwords hashed here.
+FAST_PASSWORD_HASHERS = [
+    "django.contrib.auth.hashers.MD5PasswordHasher",
+    "django.contrib.auth.hashers.PBKDF2PasswordHasher",
+]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def fast_password_hasher() -> Iterator[None]:
+    """PBKDF2 costs about a second a user made: the suite hashes with MD5. The settings are
+    loaded before this file, hence an override here rather than the variable."""
+    with override_settings(PASSWORD_HASHERS=FAST_PASSWORD_HASHERS):
+        yield
 
 
 @pytest.fixture(autouse=True)

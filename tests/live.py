@@ -93,6 +93,8 @@ def live_env() -> dict[str, str]:
     else:
         env["REDIS_URL"] = settings.REDIS_URL
     env["DJANGO_SETTINGS_MODULE"] = "config.settings"
+    # The test hashes passwords with MD5 (tests/conftest.py): the child must verify them, and fast.
+    env["COUNTERSIGN_FAST_PASSWORD_HASHER"] = "1"
     env["PYTHONUNBUFFERED"] = "1"
     return env
 

@@ -6,7 +6,7 @@ import pytest
 
 from agents import runtime
 from agents.models import Agent, Run, RunStatus, Ticket
-from approvals.models import ApprovalRequest, ApprovalStatus
+from approvals.models import ApprovalRequest, ApprovalStatus, BusinessRule
 from audit.models import AuditEvent
 
 pytestmark = pytest.mark.django_db
@@ -59,9 +59,40 @@ def test_operators_edit_agents_and_rules_in_the_admin(client, support_agent):
     operator.is_staff = True
     operator.save()
     client.force_login(operator)
-    assert client.get(f"/admin/agents/agent/{support_agent.pk}/change/").status_code == 200
+    change = client.get(f"/admin/agents/agent/{support_agent.pk}/change/")
+    assert change.status_code == 200
+    # An edit form, not the read-only view: the audited fields are there to change.
+    assert change.context["has_change_permission"] is True
+    assert {"autonomy_level", "enabled", "tools"} <= set(change.context["adminform"].form.fields)
     assert client.get("/admin/approvals/businessrule/add/").status_code == 200
-    assert client.get("/admin/audit/auditevent/").status_code == 403  # the audit log is for auditors
+    response = client.post(
+        "/admin/approvals/businessrule/add/",
+        {
+            "agent": support_agent.pk,
+            "tool": "issue_refund",
+            "field": "amount",
+            "operator": ">",
+            "value": "500",
+            "effect": "require_two_approvals",
+            "note": "big refunds",
+            "enabled": "on",
+        },
+    )
+    assert response.status_code == 302, response.context["adminform"].form.errors if response.context else response
+    rule = BusinessRule.objects.get(note="big refunds")
+    assert (rule.agent, rule.tool, rule.field, rule.operator, rule.value) == (
+        support_agent,
+        "issue_refund",
+        "amount",
+        ">",
+        500,
+    )
+    [created] = AuditEvent.objects.filter(action="approvals.rule.created", target_id=str(rule.pk))
+    assert created.actor_id == str(operator.pk) and created.data["new"]["effect"] == "require_two_approvals"
+    assert created.data["reason"] == "changed in admin"
+    log = client.get("/admin/audit/auditevent/")
+    assert log.status_code == 403  # the audit log is for auditors
+    assert b"approvals.rule.created" not in log.content
 
 
 def test_object_permission_pages_are_for_superusers_only(client, support_agent, outsider):
@@ -78,7 +109,9 @@ def test_object_permission_pages_are_for_superusers_only(client, support_agent, 
     assert not outsider.has_perm("agents.review_agent", support_agent)
     operator.is_superuser = True
     operator.save()
-    assert client.get(url).status_code == 200
+    page = client.get(url)
+    assert page.status_code == 200
+    assert page.context["object"] == support_agent and "user_form" in page.context  # guardian's page itself
 
 
 def test_a_definition_that_disables_an_agent_stops_its_runs(tmp_path, support_agent, starter):

@@ -13,7 +13,7 @@ from django.db import connection
 from django.utils import timezone
 
 from agents import runtime
-from agents.models import Agent, LedgerEntry, OutboxEmail, Run, RunStatus, Step, Ticket
+from agents.models import TERMINAL_RUN_STATUSES, Agent, LedgerEntry, OutboxEmail, Run, RunStatus, Step, Ticket
 from agents.tasks import advance_run
 from approvals.decisions import approval_request_decide
 from approvals.models import ApprovalRequest
@@ -36,6 +36,15 @@ def status_of(run) -> str:
     return Run.objects.values_list("status", flat=True).get(pk=run.pk)
 
 
+def finished(run, *, timeout=30.0) -> str:
+    """Wait for the run to end; its final status, for the test to assert."""
+    return wait_for(
+        lambda: (status := status_of(run)) in TERMINAL_RUN_STATUSES and status,
+        timeout=timeout,
+        message="the run to end",
+    )
+
+
 def refund_payload(amount=120):
     return {
         "ticket_id": Ticket.objects.first().pk,
@@ -56,7 +65,7 @@ def test_support_run_waits_then_finishes_after_decisions(celery_worker, support_
             message=f"{tool} approval",
         )
         approval_request_decide(approval=approval, reviewer=assigned_reviewer, verdict="approve")
-    wait_for(lambda: status_of(run) == RunStatus.SUCCEEDED, message="succeeded")
+    assert finished(run) == RunStatus.SUCCEEDED
     assert seen >= {RunStatus.QUEUED, RunStatus.WAITING}
     assert LedgerEntry.objects.count() == 1 and OutboxEmail.objects.count() == 1
     kinds = list(Step.objects.filter(run=run).order_by("index").values_list("kind", flat=True))
@@ -86,7 +95,7 @@ def test_duplicate_deliveries_never_double_an_effect(celery_worker, operator):
     run = runtime.run_create(agent=agent, user=operator, payload={})
     for _ in range(6):  # the same task delivered again and again, concurrently
         advance_run.delay(run.pk)
-    wait_for(lambda: status_of(run) == RunStatus.SUCCEEDED, message="succeeded")
+    assert finished(run) == RunStatus.SUCCEEDED
     assert LedgerEntry.objects.count() == 5
     assert OutboxEmail.objects.count() == 1
 
@@ -98,16 +107,22 @@ def test_paused_runs_hold_no_worker(celery_worker, support_agent, starter):
         timeout=60,
         message="all runs waiting",
     )
-    # the worker (2 slots) is free: a new read-only run goes through at once
     from agents.definitions import agent_upsert
     from agents.demo.data import RESEARCH_AGENT
+    from config.celery import app
 
+    def active_tasks() -> list | None:
+        replies = app.control.inspect(destination=[celery_worker.nodename], timeout=0.5).active() or {}
+        return replies.get(celery_worker.nodename)
+
+    # The worker (2 slots) holds no task while the eight wait for a person; the task that
+    # paused the last one may still be handing back, hence a wait rather than one look.
+    wait_for(lambda: active_tasks() == [], timeout=15, message="the worker to hold no task")
     research, _ = agent_upsert(RESEARCH_AGENT)
     grant_tools(starter, ["kb_search"])
-    started = time.monotonic()
     quick = runtime.run_create(agent=research, user=starter, payload={"question": "refund policy"})
-    wait_for(lambda: status_of(quick) == RunStatus.SUCCEEDED, timeout=15, message="quick run")
-    assert time.monotonic() - started < 15
+    assert finished(quick, timeout=15) == RunStatus.SUCCEEDED
+    assert Run.objects.filter(pk__in=[run.pk for run in runs], status=RunStatus.WAITING).count() == len(runs)
 
 
 def test_worker_killed_mid_run_never_doubles_an_effect(celery_worker, operator):
@@ -143,7 +158,7 @@ def test_worker_killed_mid_run_never_doubles_an_effect(celery_worker, operator):
         # what beat's sweeper does: re-enqueue runs whose lease expired.
         Run.objects.filter(pk=run.pk, status=RunStatus.RUNNING).update(lease_expires_at=timezone.now())
         runtime.runs_recover()
-    wait_for(lambda: status_of(run) == RunStatus.SUCCEEDED, timeout=60, message="succeeded after kills")
+    assert finished(run, timeout=60) == RunStatus.SUCCEEDED
     assert kills >= 1
     assert LedgerEntry.objects.count() == 12
     assert sorted(LedgerEntry.objects.values_list("amount", flat=True)) == list(range(1, 13))

@@ -6,6 +6,7 @@ import threading
 import time
 
 import pytest
+from django.utils import timezone
 
 from agents import runtime, tools
 from agents.models import Agent, Run, RunStatus, Step, ToolCall
@@ -15,6 +16,7 @@ from agents.runtime import loop, proposals
 from audit.models import AuditEvent
 from audit.redaction import Redactor
 from tests.conftest import grant_tools
+from tests.live import wait_until
 
 
 def playbook_agent(steps, tools_=("kb_search", "issue_refund"), level=4) -> Agent:
@@ -59,7 +61,8 @@ def test_the_lease_is_renewed_while_the_worker_is_busy(operator, settings, doorb
     lease = runtime.lease_take(run.pk)
     first_expiry = Run.objects.get(pk=run.pk).lease_expires_at
     with lease_module.LeaseKeeper(lease) as keeper:
-        time.sleep(1.5)  # longer than the lease: without renewal another worker could take it
+        # Past the first lease's end: without renewal another worker could take the run now.
+        wait_until(lambda: timezone.now() > first_expiry, timeout=10, interval=0.05, what="the first lease to end")
         assert runtime.lease_take(run.pk) is None
         assert not keeper.lost
     assert Run.objects.get(pk=run.pk).lease_expires_at > first_expiry

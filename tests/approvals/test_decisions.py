@@ -48,7 +48,12 @@ def test_list_detail_and_decide_through_the_api(support_agent, starter, assigned
     decided = client.post(f"/api/v1/approvals/{approval.pk}/decision/", {"verdict": "approve"}, format="json")
     assert decided.status_code == 200 and decided.json()["status"] == "approved"
     again = client.post(f"/api/v1/approvals/{approval.pk}/decision/", {"verdict": "approve"}, format="json")
-    assert again.status_code == 409
+    assert again.status_code == 409 and again.json()["code"] == "already_decided"
+    # One decision, audited once, by the reviewer: the second call changed nothing.
+    assert Decision.objects.filter(request=approval).count() == 1
+    [event] = AuditEvent.objects.filter(action="approvals.request.decided", target_id=str(approval.pk))
+    assert event.actor_id == str(assigned_reviewer.pk) and event.data["verdict"] == "approve"
+    assert event.data["status"] == ApprovalStatus.APPROVED
 
 
 def test_filters_and_bad_filter(support_agent, starter, assigned_reviewer):
@@ -56,7 +61,8 @@ def test_filters_and_bad_filter(support_agent, starter, assigned_reviewer):
     client = client_for(assigned_reviewer)
     assert client.get("/api/v1/approvals/?risk=financial&agent=support").json()["count"] == 1
     assert client.get("/api/v1/approvals/?risk=read").json()["count"] == 0
-    assert client.get("/api/v1/approvals/?status=bogus").status_code == 400
+    bogus = client.get("/api/v1/approvals/?status=bogus")
+    assert bogus.status_code == 400 and "status" in bogus.json()
 
 
 def test_reviewer_without_permission_sees_nothing(support_agent, starter, assigned_reviewer, other_reviewer):
@@ -126,6 +132,7 @@ def test_malformed_decisions_are_400(support_agent, starter, assigned_reviewer, 
     assert response.status_code == 400
     approval.refresh_from_db()
     assert approval.status == ApprovalStatus.PENDING
+    assert not Decision.objects.exists()
 
 
 def test_bulk_decide_checks_each(support_agent, starter, assigned_reviewer):
@@ -138,6 +145,10 @@ def test_bulk_decide_checks_each(support_agent, starter, assigned_reviewer):
     assert response.status_code == 200
     statuses = {item["id"]: item["status"] for item in response.json()["results"]}
     assert statuses == {first.pk: 200, second.pk: 409, 999999: 404}
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert (first.status, first.decided_by) == (ApprovalStatus.APPROVED, assigned_reviewer)
+    assert second.status == ApprovalStatus.REJECTED and second.resolution_comment == "dup"  # left as it was
 
 
 def test_expiry_applies_the_default_action_once(support_agent, starter, assigned_reviewer):

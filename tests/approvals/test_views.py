@@ -83,8 +83,9 @@ def test_inbox_filters(support_agent, starter, assigned_reviewer):
     assert f'data-id="{approval.pk}"' in client.get("/inbox/?risk=financial&agent=support&order=urgent").text
     assert f'data-id="{approval.pk}"' not in client.get("/inbox/?risk=read").text
     assert f'data-id="{approval.pk}"' not in client.get("/inbox/?status=approved").text
-    # an unknown filter value falls back to the default instead of failing
-    assert client.get("/inbox/?status=bogus&order=sideways&agent=nope").status_code == 200
+    # an unknown filter value falls back to the default (pending, every agent) instead of failing
+    response = client.get("/inbox/?status=bogus&order=sideways&agent=nope")
+    assert response.status_code == 200 and f'data-id="{approval.pk}"' in response.text
 
 
 def test_inbox_query_count_does_not_grow_with_items(support_agent, starter, assigned_reviewer):
@@ -101,22 +102,28 @@ def test_inbox_query_count_does_not_grow_with_items(support_agent, starter, assi
 
 
 def test_console_is_for_operators_only(support_agent, operator, assigned_reviewer, outsider):
-    assert client_for(operator).get("/console/").status_code == 200
-    assert client_for(assigned_reviewer).get("/console/").status_code == 403
-    assert client_for(outsider).get("/console/").status_code == 403
+    console = client_for(operator).get("/console/")
+    assert console.status_code == 200 and f"/console/agents/{support_agent.slug}/enabled/" in console.text
+    for user in (assigned_reviewer, outsider):
+        refused = client_for(user).get("/console/")
+        assert refused.status_code == 403 and f"/console/agents/{support_agent.slug}/" not in refused.text
     response = client_for(assigned_reviewer).post(
         f"/console/agents/{support_agent.slug}/enabled/", {"enabled": "0", "reason": "x"}
     )
     assert response.status_code == 403
     assert Agent.objects.get(pk=support_agent.pk).enabled
+    assert not AuditEvent.objects.filter(action="agents.agent.kill_switch").exists()
 
 
 def test_run_trace_follows_may_read_run(support_agent, starter, assigned_reviewer, other_reviewer, outsider):
     approval = waiting_refund(support_agent, starter)
     url = f"/runs/{approval.run_id}/"
-    assert client_for(starter).get(url).status_code == 200
-    assert client_for(assigned_reviewer).get(url).status_code == 200
-    assert client_for(other_reviewer).get(url).status_code == 404
+    for user in (starter, assigned_reviewer):
+        response = client_for(user).get(url)
+        assert response.status_code == 200
+        assert response.context["run"].pk == approval.run_id and "issue_refund" in response.text
+    hidden = client_for(other_reviewer).get(url)
+    assert hidden.status_code == 404 and "issue_refund" not in hidden.text
     assert client_for(outsider).get(url + "trace.json").status_code == 404
     assert client_for(starter).get("/runs/999999/").status_code == 404
 
@@ -271,6 +278,8 @@ def test_starter_is_refused_on_the_page(support_agent, starter):
     approval = waiting_refund(support_agent, starter)
     response = client_for(starter).post(f"/inbox/{approval.pk}/", {"verdict": "approve"})
     assert response.status_code == 403 and "four-eyes" in response.text
+    approval.refresh_from_db()
+    assert approval.status == ApprovalStatus.PENDING and not Decision.objects.filter(request=approval).exists()
 
 
 def test_bulk_approve_and_reject(support_agent, starter, assigned_reviewer):
@@ -297,6 +306,9 @@ def test_level_one_suggestion_and_level_three_review_buttons(support_agent, star
     assert 'value="approve"' not in page
     response = client_for(assigned_reviewer).post(f"/inbox/{suggestion.pk}/", {"verdict": "done"})
     assert response.status_code == 302
+    suggestion.refresh_from_db()
+    assert suggestion.status == ApprovalStatus.DONE and suggestion.decided_by == assigned_reviewer
+    assert Decision.objects.get(request=suggestion).verdict == "done"
 
 
 # --- Console -------------------------------------------------------------------------------
@@ -331,6 +343,8 @@ def test_level_change_needs_a_reason_and_is_audited(support_agent, operator):
     # level 5 on an agent with risky tools is refused by the model's validation, shown inline
     response = client.post(url, {"level": "5", "tool": "", "reason": "go"})
     assert response.status_code == 400 and "Level 5" in response.text
+    assert Agent.objects.get(pk=support_agent.pk).autonomy_level == 3
+    assert AuditEvent.objects.filter(action="agents.agent.level_changed").count() == 1
     response = client.post(url, {"level": "1", "tool": "send_email", "reason": "careful with mail"})
     assert response.status_code == 302
     assert Agent.objects.get(pk=support_agent.pk).tool_levels == {"send_email": 1}
@@ -340,12 +354,22 @@ def test_kill_switch_and_emergency_stop(support_agent, starter, operator):
     approval = waiting_refund(support_agent, starter)
     client = client_for(operator)
     url = f"/console/agents/{support_agent.slug}/enabled/"
+
+    def switches() -> list[tuple[bool, str]]:
+        events = AuditEvent.objects.filter(action="agents.agent.kill_switch").order_by("id")
+        return [(event.data["new"], event.data["reason"]) for event in events]
+
     assert client.post(url, {"enabled": "0", "reason": ""}).status_code == 400
+    assert Agent.objects.get(pk=support_agent.pk).enabled and switches() == []
+    assert Run.objects.get(pk=approval.run_id).status == RunStatus.WAITING
     assert client.post(url, {"enabled": "0", "reason": "misbehaving"}).status_code == 302
     assert not Agent.objects.get(pk=support_agent.pk).enabled
     assert Run.objects.get(pk=approval.run_id).status == RunStatus.CANCELLED
     assert client.post(url, {"enabled": "1", "reason": "fixed"}).status_code == 302
+    assert Agent.objects.get(pk=support_agent.pk).enabled
+    assert switches() == [(False, "misbehaving"), (True, "fixed")]
     assert client.post("/console/emergency-stop/", {"reason": "incident"}).status_code == 400  # not confirmed
+    assert Agent.objects.get(pk=support_agent.pk).enabled and len(switches()) == 2
     response = client.post("/console/emergency-stop/", {"reason": "incident", "confirm": "on"}, follow=True)
     assert "Emergency stop: 1 agent disabled." in response.text
     assert not Agent.objects.filter(enabled=True).exists()
@@ -385,7 +409,13 @@ def test_reviewer_assignments_grant_and_revoke(support_agent, operator, reviewer
     assert f"Revoke {reviewer.username} on {support_agent.name}" in page
     assert client.post("/console/assignments/", {**data, "granted": "0"}).status_code == 302
     assert not type(reviewer).objects.get(pk=reviewer.pk).has_perm("agents.review_agent", support_agent)
+    events = AuditEvent.objects.filter(action__startswith="approvals.reviewer.").order_by("id")
+    assert [(event.action, event.data["reviewer"], event.actor_id) for event in events] == [
+        ("approvals.reviewer.assigned", reviewer.username, str(operator.pk)),
+        ("approvals.reviewer.revoked", reviewer.username, str(operator.pk)),
+    ]
     assert client.post("/console/assignments/", {**data, "reviewer": "ghost"}).status_code == 400
+    assert AuditEvent.objects.filter(action__startswith="approvals.reviewer.").count() == 2
 
 
 def test_trace_shows_the_executed_edit(support_agent, starter, assigned_reviewer):
@@ -425,6 +455,9 @@ def test_a_question_is_answered_on_the_page(starter, assigned_reviewer, support_
     assert 'name="verdict" value="respond"' in page and 'value="approve"' not in page
     assert SCRIPT not in page
     assert client.post(f"/inbox/{question.pk}/", {"verdict": "respond", "comment": ""}).status_code == 400
+    question.refresh_from_db()
+    assert question.status == ApprovalStatus.PENDING
     assert client.post(f"/inbox/{question.pk}/", {"verdict": "respond", "comment": "the blue one"}).status_code == 302
     question.refresh_from_db()
     assert question.status == ApprovalStatus.ANSWERED
+    assert Decision.objects.get(request=question).comment == "the blue one"

@@ -84,6 +84,9 @@ def test_nobody_may_add_change_or_delete(staff_auditor, event):
     superuser = User.objects.create_superuser("root", "root@example.com", "x")
     for user in (staff_auditor, superuser):
         client = client_for(user)
+        listing = client.get(CHANGELIST)
+        assert listing.context["has_add_permission"] is False
+        assert listing.context["action_form"] is None  # no bulk action offered, delete_selected included
         assert client.get(f"{CHANGELIST}add/").status_code == 403
         assert client.get(f"{CHANGELIST}{event.pk}/delete/").status_code == 403
         assert client.post(detail(event), {"action": "rewritten"}).status_code == 403
@@ -97,25 +100,30 @@ def test_nobody_may_add_change_or_delete(staff_auditor, event):
 
 def test_superuser_may_read(event):
     superuser = User.objects.create_superuser("root", "root@example.com", "x")
-    assert client_for(superuser).get(detail(event)).status_code == 200
+    response = client_for(superuser).get(detail(event))
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert event.hash in page and "approvals.request.decided" in page
+    assert 'name="_save"' not in page  # reading only, even for a superuser
 
 
 def test_staff_who_are_not_auditors_get_403(staff_outsider, event):
     client = client_for(staff_outsider)
-    assert client.get(CHANGELIST).status_code == 403
-    assert client.get(detail(event)).status_code == 403
+    for response in (client.get(CHANGELIST), client.get(detail(event))):
+        assert response.status_code == 403
+        assert event.hash not in response.content.decode() and "alert(1)" not in response.content.decode()
     assert CHANGELIST not in client.get("/admin/").content.decode()
 
 
 @pytest.mark.parametrize("persona", ["reviewer", "operator", "outsider", "auditor"])
 def test_non_staff_are_sent_to_the_admin_login(request, persona, event):
     response = client_for(request.getfixturevalue(persona)).get(CHANGELIST)
-    assert response.status_code == 302 and response["Location"].startswith("/admin/login/")
+    assert response.status_code == 302 and response["Location"] == f"/admin/login/?next={CHANGELIST}"
 
 
 def test_anonymous_is_sent_to_the_admin_login(event):
     response = Client().get(detail(event))
-    assert response.status_code == 302 and response["Location"].startswith("/admin/login/")
+    assert response.status_code == 302 and response["Location"] == f"/admin/login/?next={detail(event)}"
 
 
 def test_filter_by_actor(staff_auditor, reviewer, other_reviewer):

@@ -59,9 +59,11 @@ def ids(response) -> list[int]:
     return [row["id"] for row in response.json()["results"]]
 
 
-def test_anonymous_is_refused():
-    assert client_for(None).get(EVENTS).status_code == 401
-    assert client_for(None).get(HEAD).status_code == 401
+def test_anonymous_is_refused(events):
+    for url in (EVENTS, HEAD):
+        response = client_for(None).get(url)
+        assert response.status_code == 401 and response["WWW-Authenticate"] == "Token"
+        assert response.json() == {"detail": "Authentication credentials were not provided."}  # and nothing else
 
 
 @pytest.mark.parametrize("persona", ["reviewer", "operator", "outsider"])
@@ -76,9 +78,11 @@ def test_non_auditors_get_403(request, persona):
 def test_token_auth_works_for_an_auditor(auditor):
     from rest_framework.authtoken.models import Token
 
+    event = audit_record(actor=None, action="tests.api.token")
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=auditor).key}")
-    assert client.get(EVENTS).status_code == 200
+    assert ids(client.get(EVENTS)) == [event.id]
+    assert client.get(HEAD).json()["hash"] == event.hash
 
 
 def test_superuser_may_read(events):

@@ -13,6 +13,7 @@ from audit.chain import GENESIS_HASH
 from audit.models import AuditEvent
 from audit.selectors import audit_chain_verify
 from audit.services import audit_record, audited_atomic
+from tests.live import wait_until
 
 # PostgreSQL here allows 100 connections and other suites share the server: at most this
 # many threads hold a connection at once; all of them are started and contend together.
@@ -95,14 +96,27 @@ def test_audited_transactions_take_the_chain_lock_before_any_row(support_agent):
     from agents.models import Agent, Run
 
     first_audited = threading.Event()
+    second_backend: list[int] = []  # the PostgreSQL backend pid of the second transaction
+    second_connected = threading.Event()
     errors: list[BaseException] = []
+
+    def blocked_by_me(pid: int) -> bool:
+        # pg_locks (unlike pg_stat_activity) is read afresh inside a transaction.
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_backend_pid() = ANY(pg_blocking_pids(%s))", [pid])
+            return cursor.fetchone()[0]
 
     def audits_then_locks() -> None:
         try:
+            if not second_connected.wait(10):
+                raise TimeoutError("the second transaction did not connect")
+            [pid] = second_backend
             with audited_atomic():
                 audit_record(actor=None, action="tests.concurrent.first", target=support_agent)
                 first_audited.set()
-                time.sleep(0.3)  # the other transaction is waiting by now
+                # Only once the other transaction waits for a lock this one holds does this one
+                # go on to the row: the order in which a deadlock would happen.
+                wait_until(lambda: blocked_by_me(pid), timeout=10, what="the second transaction to wait for the first")
                 Agent.objects.select_for_update(no_key=True).get(pk=support_agent.pk)
         except BaseException as exc:
             errors.append(exc)
@@ -111,7 +125,12 @@ def test_audited_transactions_take_the_chain_lock_before_any_row(support_agent):
 
     def locks_then_audits() -> None:
         try:
-            first_audited.wait(5)
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_backend_pid()")
+                second_backend.append(cursor.fetchone()[0])
+            second_connected.set()
+            if not first_audited.wait(10):
+                raise TimeoutError("the first transaction did not audit")
             with audited_atomic():
                 Agent.objects.select_for_update().get(pk=support_agent.pk)
                 run = Run.objects.create(agent_id=support_agent.pk)  # foreign key checked at commit
@@ -127,6 +146,7 @@ def test_audited_transactions_take_the_chain_lock_before_any_row(support_agent):
     for thread in threads:
         thread.join(30)
     assert errors == []
+    assert not any(thread.is_alive() for thread in threads)
     actions = AuditEvent.objects.filter(action__startswith="tests.").order_by("id").values_list("action", flat=True)
     assert list(actions) == ["tests.concurrent.first", "tests.concurrent.second"]
     assert audit_chain_verify().intact

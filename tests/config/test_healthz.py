@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import types
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -136,9 +137,32 @@ def test_probe_settings_on_sqlite_keep_wal_and_shorten_the_busy_timeout():
 
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
-def test_the_postgresql_probe_sets_its_statement_timeout_and_answers():
+def test_the_postgresql_probe_sets_its_statement_timeout_and_answers(monkeypatch):
     from django.db import connection
+    from django.db.utils import load_backend
 
     if connection.vendor != "postgresql":
         pytest.skip("PostgreSQL only")
+    probes: list[dict] = []
+
+    def recording_backend(engine: str):
+        class Recording(load_backend(engine).DatabaseWrapper):
+            def close(self) -> None:
+                # What the probe's own session was at the end, read just before it is closed.
+                if self.connection is not None:
+                    with self.connection.cursor() as cursor:
+                        cursor.execute("SELECT pg_backend_pid(), current_setting('statement_timeout')")
+                        pid, timeout = cursor.fetchone()
+                    probes.append({"pid": pid, "statement_timeout": timeout})
+                super().close()
+
+        return types.SimpleNamespace(DatabaseWrapper=Recording)
+
+    monkeypatch.setattr(health, "load_backend", recording_backend)
     health.check_database()  # SET statement_timeout, then SELECT 1, on a connection of its own
+    [probe] = probes
+    assert probe["statement_timeout"] == "1s"
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid(), current_setting('statement_timeout')")
+        own_pid, own_timeout = cursor.fetchone()
+    assert probe["pid"] != own_pid and own_timeout != "1s"  # the app's connection is left alone

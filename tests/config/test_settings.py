@@ -14,7 +14,15 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import connection
 
 SETTINGS_FILE = Path(settings.BASE_DIR) / "config" / "settings.py"
-ENV_NAMES = ("DATABASE_URL", "REDIS_URL", "SECRET_KEY", "DEBUG", "ALLOWED_HOSTS", "COUNTERSIGN_VAR_DIR")
+ENV_NAMES = (
+    "DATABASE_URL",
+    "REDIS_URL",
+    "SECRET_KEY",
+    "DEBUG",
+    "ALLOWED_HOSTS",
+    "COUNTERSIGN_VAR_DIR",
+    "COUNTERSIGN_FAST_PASSWORD_HASHER",
+)
 
 
 def load_settings(monkeypatch, tmp_path, **env) -> dict:
@@ -134,3 +142,22 @@ def test_the_cache_is_the_shared_redis(monkeypatch, tmp_path):
         monkeypatch, tmp_path, SECRET_KEY="x" * 50, REDIS_URL="redis://:pw@cache.internal:6379/2"
     )
     assert production["CACHES"]["default"]["LOCATION"] == "redis://:pw@cache.internal:6379/2"
+
+
+def test_the_fast_password_hasher_is_for_the_tests_only(monkeypatch, tmp_path):
+    from tests.conftest import FAST_PASSWORD_HASHERS
+
+    assert "PASSWORD_HASHERS" not in load_settings(monkeypatch, tmp_path, DEBUG="1")
+    fast = load_settings(monkeypatch, tmp_path, DEBUG="1", COUNTERSIGN_FAST_PASSWORD_HASHER="1")
+    assert fast["PASSWORD_HASHERS"] == FAST_PASSWORD_HASHERS
+    with pytest.raises(ImproperlyConfigured, match="COUNTERSIGN_FAST_PASSWORD_HASHER=1 is for the test suite"):
+        load_settings(monkeypatch, tmp_path, SECRET_KEY="x" * 50, COUNTERSIGN_FAST_PASSWORD_HASHER="1")
+
+
+@pytest.mark.django_db
+def test_the_suite_and_its_child_processes_hash_with_md5():
+    from tests.conftest import make_user
+    from tests.live import live_env
+
+    assert make_user("hashed").password.startswith("md5$")
+    assert live_env()["COUNTERSIGN_FAST_PASSWORD_HASHER"] == "1"

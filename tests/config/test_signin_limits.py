@@ -21,8 +21,6 @@ LIMIT = 4
 @pytest.fixture(autouse=True)
 def limit(settings):
     settings.SIGNIN_FAILURES_PER_WINDOW = LIMIT
-    # A fast hasher (for the personas created after this): the tests sign in dozens of times.
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 def test_the_default_limit_is_ten_per_minute():

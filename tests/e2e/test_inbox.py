@@ -9,12 +9,14 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 from django.contrib.auth.models import User
+from django.db import connection, transaction
 from django.test import Client
 from guardian.shortcuts import assign_perm
 
@@ -239,9 +241,51 @@ def test_item_appears_live_and_the_edited_amount_is_executed(pages, team, celery
     shot(trace, "trace")
 
 
+def marker_approval(agent: Agent, starter: User) -> int:
+    """A pending approval of another agent, committed: its event is pushed on commit. Made on a
+    thread of its own: the push is refused in this one, where Playwright runs an event loop."""
+    from agents.models import ToolCall
+    from agents.tools import arguments_hash
+    from approvals.notify import inbox_event_publish
+
+    def commit() -> int:
+        arguments = {"amount": 1, "currency": "USD"}
+        try:
+            with transaction.atomic():
+                run = Run.objects.create(agent=agent, started_by=starter, status=RunStatus.WAITING)
+                call = ToolCall.objects.create(
+                    run=run,
+                    step=1,
+                    tool="issue_refund",
+                    arguments=arguments,
+                    arguments_hash=arguments_hash(arguments),
+                    status="awaiting",
+                )
+                approval = ApprovalRequest.objects.create(
+                    run=run,
+                    agent=agent,
+                    tool_call=call,
+                    tool="issue_refund",
+                    arguments=arguments,
+                    arguments_hash=call.arguments_hash,
+                    risk_class="financial",
+                    policy_reason="level 2",
+                )
+                inbox_event_publish(approval=approval, type="approval.created")
+            return approval.pk
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(commit).result(timeout=30)
+
+
 def test_reviewer_without_permission_never_sees_the_item(pages, team, celery_worker):
     from playwright.sync_api import expect
 
+    # Bob reviews another agent: an item of that one, pushed after alice has hers, is the marker.
+    marker_agent = Agent.objects.create(slug="marker", name="Marker", objective="o", scope="s", tools=["issue_refund"])
+    assign_perm("review_agent", team.bob, marker_agent)
     alice = pages.open(team.alice)
     bob = pages.open(team.bob)
     wait_live(alice)
@@ -249,12 +293,15 @@ def test_reviewer_without_permission_never_sees_the_item(pages, team, celery_wor
     run = start_refund(team)
     approval = wait_approval(run, "issue_refund")
     expect(row(alice, approval.pk)).to_be_visible()
-    time.sleep(1.0)  # give a wrongly routed push every chance to arrive
-    expect(bob.locator("#inbox-rows tr.inbox-row")).to_have_count(0)
-    assert bob.evaluate("() => document.body.dataset.wsEvents") is None  # no websocket message at all
+    # Alice has hers, so a wrongly routed copy is already in bob's channel, ahead of the
+    # marker (a channel delivers in order): once bob shows the marker, it would have arrived.
+    marker = marker_approval(marker_agent, team.starter)
+    expect(row(bob, marker)).to_be_visible()
+    expect(bob.locator("#inbox-rows tr.inbox-row")).to_have_count(1)
+    assert bob.evaluate("() => document.body.dataset.wsEvents") == "1"  # the marker's, nothing else
     bob.reload()
-    expect(bob.locator("#inbox-rows tr.inbox-row")).to_have_count(0)
-    expect(bob.locator("#inbox-empty")).to_be_visible()
+    expect(row(bob, marker)).to_be_visible()
+    expect(bob.locator("#inbox-rows tr.inbox-row")).to_have_count(1)
     response = bob.goto(f"{pages.server.url}/inbox/{approval.pk}/")
     assert response.status == 404
     response = bob.goto(f"{pages.server.url}/runs/{run.pk}/")
