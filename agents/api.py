@@ -34,7 +34,7 @@ from agents.serializers import (
     TokenRequestSerializer,
     TokenResponseSerializer,
 )
-from audit.serializers import ErrorSerializer, error_responses
+from config.serializers import ErrorSerializer, error_responses
 from config.throttle import signin_failure_record, signin_throttle_check
 
 if TYPE_CHECKING:
@@ -158,9 +158,10 @@ class RunCreateApi(APIView):
 class RunDetailApi(APIView):
     @extend_schema(responses={200: RunOutputSerializer, **error_responses(401, 404)})
     def get(self, request: Request, run_id: int) -> Response:
-        run = get_object_or_404(Run.objects.select_related("agent", "started_by"), pk=run_id)
-        if not may_read_run(user=request.user, run=run):
-            raise NotFound("Not found.")
+        run = Run.objects.select_related("agent", "started_by").filter(pk=run_id).first()
+        # One answer for "no such run" and "not yours to see": ids of others' runs stay unknown.
+        if run is None or not may_read_run(user=request.user, run=run):
+            raise NotFound("No such run.")
         return Response(RunOutputSerializer(run).data)
 
 

@@ -13,8 +13,8 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from agents.models import Agent, Run, RunStatus, Step
-from audit.serializers import NamedChoiceField
 from audit.types import JSON
+from config.serializers import NamedChoiceField
 
 # --- JSON columns, passed through as stored; the classes only tell the schema their shape -----------
 

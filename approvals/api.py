@@ -28,9 +28,9 @@ from approvals.serializers import (
     DecisionOutputSerializer,
     DecisionRequest,
 )
-from audit.serializers import error_responses
 from audit.types import JSONObject
 from config.api import DomainError
+from config.serializers import error_responses
 
 __all__ = [
     # Moved to approvals.serializers; still importable from here.

@@ -14,8 +14,8 @@ from agents.models import RunStatus
 from agents.serializers import JSONObjectField, StepOutputSerializer
 from agents.tools import Risk
 from approvals.models import ApprovalKind, ApprovalStatus, Decision
-from audit.serializers import NamedChoiceField
 from audit.types import JSON, JSONObject
+from config.serializers import NamedChoiceField
 
 VERDICT_CHOICES = ["approve", "reject", "edit", "respond", "done", "dismiss", "ok", "flag"]
 BULK_VERDICT_CHOICES = ["approve", "reject", "done", "dismiss", "ok", "flag"]

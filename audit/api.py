@@ -14,8 +14,9 @@ from rest_framework.views import APIView
 from audit.models import AuditEvent
 from audit.permissions import IsAuditor
 from audit.selectors import audit_event_list, audit_head, parse_moment
-from audit.serializers import AuditEventOutputSerializer, AuditHeadSerializer, error_responses
+from audit.serializers import AuditEventOutputSerializer, AuditHeadSerializer
 from audit.types import JSON
+from config.serializers import error_responses
 
 
 @extend_schema_field(OpenApiTypes.DATETIME)
