@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from rest_framework import serializers
 
+from audit.chain import HASHED_FIELDS
 from audit.models import AuditEvent
 from audit.selectors import AuditHead
 
@@ -17,22 +18,8 @@ if TYPE_CHECKING:
 class AuditEventOutputSerializer(serializers.ModelSerializer[AuditEvent]):
     class Meta:
         model = AuditEvent
-        fields = [
-            "id",
-            "created_at",
-            "actor_type",
-            "actor_id",
-            "actor_repr",
-            "action",
-            "target_type",
-            "target_id",
-            "target_repr",
-            "agent_slug",
-            "run_id",
-            "data",
-            "prev_hash",
-            "hash",
-        ]
+        # Every field the hash covers, with the event's place in the chain.
+        fields = ["id", *HASHED_FIELDS, "prev_hash", "hash"]
 
 
 class AuditHeadSerializer(serializers.Serializer[AuditHead]):
