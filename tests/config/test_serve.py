@@ -170,5 +170,3 @@ def test_port_in_use_is_reported(var_dir):
     assert result.returncode != 0
     assert f"Cannot listen on 127.0.0.1:{port}" in result.stderr
     assert not (var_dir / "redis.sock").exists()
-
-
