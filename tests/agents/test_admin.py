@@ -133,3 +133,37 @@ def test_a_definition_that_disables_an_agent_stops_its_runs(tmp_path, support_ag
     call_command("load_agents", str(path))
     assert Run.objects.get(pk=run.pk).status == RunStatus.CANCELLED
     assert ApprovalRequest.objects.get(run=run).status == ApprovalStatus.CANCELLED
+
+
+def test_admin_level_changes_go_through_the_operator_service(client, support_agent, operator):
+    """The admin, the console and the API audit a level change with one payload shape."""
+    import json
+
+    operator.is_superuser = operator.is_staff = True
+    operator.save()
+    client.force_login(operator)
+    url = f"/admin/agents/agent/{support_agent.pk}/change/"
+    form = client.get(url).context["adminform"].form
+    data = {name: value for name, value in form.initial.items() if value is not None}
+    data = {name: json.dumps(value) if isinstance(value, list | dict) else value for name, value in data.items()}
+    data.update(
+        autonomy_level="3",
+        tool_levels=json.dumps({"update_ticket": 4}),
+        enabled="on",
+        change_reason="trusted after review",
+    )
+    response = client.post(url, data)
+    assert response.status_code == 302, response.context["adminform"].form.errors if response.context else response
+    agent = Agent.objects.get(pk=support_agent.pk)
+    assert agent.autonomy_level == 3 and agent.tool_levels == {"update_ticket": 4}
+    changes = [
+        event.data
+        for event in AuditEvent.objects.filter(action="agents.agent.level_changed", target_id=str(agent.pk)).order_by(
+            "id"
+        )
+    ]
+    assert changes == [
+        {"tool": None, "old": 2, "new": 3, "reason": "trusted after review"},
+        {"tool": "update_ticket", "old": 3, "new": 4, "reason": "trusted after review"},
+    ]
+    assert not AuditEvent.objects.filter(action="agents.agent.kill_switch").exists()  # unchanged: nothing audited
