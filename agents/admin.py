@@ -10,8 +10,9 @@ from guardian.admin import GuardedModelAdmin
 
 from agents.models import Agent, KnowledgeArticle, LedgerEntry, OutboxEmail, Run, Step, Ticket, ToolCall
 from agents.operations import agent_set_enabled, agent_set_level
+from approvals.grants import grants_by
 from audit.services import audit_record, audited_atomic
-from config.admin_base import ReadOnlyAdmin
+from config.admin_base import CHECKED_JSON_FIELDS, ReadOnlyAdmin
 
 AUDITED_FIELDS = ("autonomy_level", "tool_levels", "enabled", "tools")
 # Changed only through agents.operations, never by saving the form.
@@ -64,6 +65,7 @@ class AgentAdminForm(forms.ModelForm[Agent]):
 @admin.register(Agent)
 class AgentAdmin(GuardedModelAdmin):
     form = AgentAdminForm
+    formfield_overrides = CHECKED_JSON_FIELDS
     list_display = ("slug", "name", "autonomy_level", "enabled", "reasoner", "updated_at")
     list_filter = ("enabled", "autonomy_level", "reasoner")
     search_fields = ("slug", "name")
@@ -75,14 +77,18 @@ class AgentAdmin(GuardedModelAdmin):
         response: HttpResponse = super().obj_perms_manage_view(request, object_pk)  # type: ignore[no-untyped-call]  # guardian: unannotated
         return response
 
+    # What these pages grant is recorded as granted by the superuser at work (approvals.grants):
+    # a review right they give themselves, or their own group, does not let them decide.
     def obj_perms_manage_user_view(self, request: HttpRequest, object_pk: str, user_id: str) -> HttpResponse:
         self._superuser_only(request)
-        response: HttpResponse = super().obj_perms_manage_user_view(request, object_pk, user_id)  # type: ignore[no-untyped-call]  # guardian: unannotated
+        with grants_by(request.user):
+            response: HttpResponse = super().obj_perms_manage_user_view(request, object_pk, user_id)  # type: ignore[no-untyped-call]  # guardian: unannotated
         return response
 
     def obj_perms_manage_group_view(self, request: HttpRequest, object_pk: str, group_id: str) -> HttpResponse:
         self._superuser_only(request)
-        response: HttpResponse = super().obj_perms_manage_group_view(request, object_pk, group_id)  # type: ignore[no-untyped-call]  # guardian: unannotated
+        with grants_by(request.user):
+            response: HttpResponse = super().obj_perms_manage_group_view(request, object_pk, group_id)  # type: ignore[no-untyped-call]  # guardian: unannotated
         return response
 
     @staticmethod

@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING
 from django.contrib.auth import authenticate
 from django.contrib.auth.signals import user_logged_in
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import extend_schema
-from rest_framework import serializers, status
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.authtoken.models import Token
 from rest_framework.exceptions import NotFound, PermissionDenied
@@ -18,7 +18,7 @@ from rest_framework.response import Response
 from rest_framework.throttling import AnonRateThrottle
 from rest_framework.views import APIView
 
-from agents import operations, runtime
+from agents import idempotency, operations, runtime
 from agents.models import Agent, Run
 from agents.permissions import IsOperator, agents_visible_to, may_read_run, may_start_run
 from agents.serializers import (
@@ -34,7 +34,8 @@ from agents.serializers import (
     TokenRequestSerializer,
     TokenResponseSerializer,
 )
-from config.serializers import ErrorSerializer, error_responses
+from config.api import error_body
+from config.serializers import error_responses
 from config.throttle import signin_failure_record, signin_throttle_check
 
 if TYPE_CHECKING:
@@ -76,14 +77,14 @@ class TokenApi(APIView):
         throttled = signin_throttle_check(request=request, username=username)
         if throttled is not None:
             return Response(
-                ErrorSerializer({"detail": throttled.message, "retry_after": throttled.retry_after}).data,
+                error_body(throttled.message, "throttled", retry_after=throttled.retry_after),
                 status=429,
                 headers={"Retry-After": str(throttled.retry_after)},
             )
         user = authenticate(request, **data.validated_data)
         if user is None or not user.is_active:
             signin_failure_record(request=request, username=username)
-            return Response(ErrorSerializer({"detail": "Unable to sign in with these credentials."}).data, status=400)
+            return Response(error_body("Unable to sign in with these credentials.", "invalid_credentials"), status=400)
         token, _ = Token.objects.get_or_create(user=user)
         # A sign-in like the page's: the same signal audits it (auth.login, via token) and
         # updates last_login. No session is created.
@@ -138,21 +139,55 @@ class AgentDetailApi(APIView):
 class RunCreateApi(APIView):
     @extend_schema(
         request=RunCreateRequestSerializer,
+        parameters=[
+            OpenApiParameter(
+                idempotency.HEADER,
+                str,
+                OpenApiParameter.HEADER,
+                required=False,
+                description=(
+                    "1 to 255 characters, unique per request, kept 24 hours per user. A retry with the same "
+                    "key and the same body gets the first answer again (status and body, header "
+                    "`Idempotent-Replayed: true`) and starts no second run; the same key with another body "
+                    "gets 422, and 409 while the first request is still in flight."
+                ),
+            ),
+        ],
         responses={
             201: RunOutputSerializer,
-            **error_responses(400, 401, 403, 404, 409, descriptions={409: "The agent is disabled."}),
+            **error_responses(
+                400,
+                401,
+                403,
+                404,
+                409,
+                422,
+                descriptions={
+                    400: "The request is invalid, or the Idempotency-Key header is empty or too long.",
+                    409: "The agent is disabled, or a request with this Idempotency-Key is still in flight.",
+                    422: "This Idempotency-Key was used for another request (agent or body) within 24 hours.",
+                },
+            ),
         },
     )
     def post(self, request: Request, slug: str) -> Response:
         agent = get_object_or_404(agents_visible_to(user=request.user), slug=slug)
         if not may_start_run(user=request.user, agent=agent):
             raise PermissionDenied("You may not start runs of this agent.")
+        key = idempotency.idempotency_key_parse(request.headers.get(idempotency.HEADER))
         if not isinstance(request.data, dict):
             raise serializers.ValidationError({"detail": "The body must be a JSON object with an 'input' object."})
         data = RunCreateRequestSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        run = runtime.run_create(agent=agent, user=request.user, payload=data.validated_data["input"])
-        return Response(RunOutputSerializer(run, context={"with_steps": False}).data, status=status.HTTP_201_CREATED)
+        answer = idempotency.run_start(
+            agent=agent,
+            user=request.user,
+            payload=data.validated_data["input"],
+            body=request.data,
+            key=key,
+            render=lambda run: RunOutputSerializer(run, context={"with_steps": False}).data,
+        )
+        return Response(answer.body, status=answer.status, headers=answer.headers)
 
 
 class RunDetailApi(APIView):

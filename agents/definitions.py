@@ -8,7 +8,7 @@ from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 
 from agents.models import Agent
-from agents.runtime.lifecycle import runs_stop_for_agent
+from agents.runtime.lifecycle import input_schema_problems, runs_stop_for_agent
 from audit.services import audit_record, audited_atomic
 
 
@@ -22,6 +22,9 @@ def agent_upsert(
     unknown = sorted(set(fields) - known)
     if unknown:
         raise ValidationError({"__all__": [f"Unknown fields: {', '.join(unknown)}."]})
+    schema_problems = input_schema_problems(fields.get("input_schema"))
+    if schema_problems:
+        raise ValidationError({"input_schema": schema_problems})
     with audited_atomic():
         agent = Agent.objects.select_for_update(no_key=True).filter(slug=definition["slug"]).first()
         created = agent is None

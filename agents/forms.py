@@ -11,6 +11,8 @@ from django.contrib.auth.models import User
 from agents.models import Agent, AutonomyLevel
 from agents.tools import registry
 from approvals.models import BusinessRule
+from config.errors import JSONRefused, JSONSyntaxError
+from config.parsing import json_loads_checked
 
 LEVEL_CHOICES = [(value, f"{value} · {label}") for value, label in AutonomyLevel.choices]
 
@@ -50,11 +52,14 @@ class EmergencyStopForm(forms.Form):
 
 
 def _rule_value(text: str) -> Any:
-    """A rule's value as typed: JSON when it parses (500, "x", ["a", "b"]), otherwise the text itself."""
+    """A rule's value as typed: JSON when it parses (500, "x", ["a", "b"]), otherwise the text itself;
+    JSON that parses but may not be stored (too deep, a NUL, a number out of range) is refused."""
     try:
-        return json.loads(text)
-    except ValueError:
+        return json_loads_checked(text)
+    except JSONSyntaxError:
         return text
+    except JSONRefused as exc:
+        raise forms.ValidationError(exc.message) from None
 
 
 class BusinessRuleForm(forms.ModelForm[BusinessRule]):

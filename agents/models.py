@@ -8,6 +8,7 @@ from django.contrib.auth.models import Group
 from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator
 from django.db import models
+from django.utils import timezone
 
 from agents.tools import registry
 
@@ -261,6 +262,29 @@ class ToolCall(models.Model):
         return f"{self.tool} at step {self.step} of run {self.run_id}"
 
 
+class IdempotencyKey(models.Model):
+    """A client's ``Idempotency-Key`` on a start of a run, and the answer it got (agents.idempotency).
+
+    Unique per user and key. ``response_status`` NULL: the first request is still in flight.
+    Purged by the sweeper after a day.
+    """
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    key = models.CharField(max_length=255)
+    # sha256 of the agent and the request body: the same key with another request is refused.
+    fingerprint = models.CharField(max_length=64)
+    response_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    # The JSON body answered, as text: a retry gets it back key for key, in order.
+    response_body = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "key"], name="idempotencykey_unique_user_key")]
+
+    def __str__(self) -> str:
+        return f"idempotency key of user {self.user_id}: {self.key[:40]}"
+
+
 # The demo tools' tables are tables of this app (its migrations, its admin); they are defined
 # beside the demo tools.
 from agents.demo.models import KnowledgeArticle, LedgerEntry, OutboxEmail, Ticket, TicketChange  # noqa: E402
@@ -271,6 +295,7 @@ __all__ = [
     "TOOL_CALL_MOVES",
     "Agent",
     "AutonomyLevel",
+    "IdempotencyKey",
     "KnowledgeArticle",
     "LedgerEntry",
     "OutboxEmail",

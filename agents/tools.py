@@ -14,6 +14,8 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from config.parsing import json_value_errors
+
 
 class Risk:
     READ = "read"
@@ -66,13 +68,27 @@ class Tool:
         return self.input_model.model_json_schema()
 
     def validate_arguments(self, arguments: Any) -> dict[str, Any]:
-        """Validated, normalized arguments; raises ToolArgumentsInvalid with field errors."""
+        """Validated, normalized arguments; raises ToolArgumentsInvalid with field errors.
+
+        Strict, as JSON: "100" is not a number, 1 is not true. What a reviewer approves is
+        exactly what runs, so nothing is coerced on the way. The values must also be storable:
+        bounded nesting, no NUL or lone surrogate, integers within signed 64 bits.
+        """
         if not isinstance(arguments, dict):
             raise ToolArgumentsInvalid(self.name, {"arguments": ["must be a JSON object"]})
+        problems = json_value_errors(arguments)
+        if problems:
+            raise ToolArgumentsInvalid(self.name, problems)
         try:
-            return self.input_model.model_validate(arguments).model_dump(mode="json")
+            text = json.dumps(arguments, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise ToolArgumentsInvalid(self.name, {"arguments": [f"must be JSON: {exc}"]}) from None
+        try:
+            # JSON mode: the arguments are JSON, so a date or a UUID may come as its string, strictly.
+            validated = self.input_model.model_validate_json(text, strict=True)
         except ValidationError as exc:
             raise ToolArgumentsInvalid(self.name, validation_errors(exc)) from None
+        return validated.model_dump(mode="json")
 
     def run(self, arguments: dict[str, Any], context: ToolContext) -> dict[str, Any]:
         parsed = self.input_model.model_validate(arguments)

@@ -1,17 +1,38 @@
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import admin
+from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
+from django.contrib.auth.models import User
 from django.db.models import QuerySet
 from django.forms import ModelForm
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 
+from approvals.grants import grants_by
 from approvals.models import ApprovalRequest, BusinessRule, Decision, WebhookDelivery
 from approvals.operations import business_rule_delete, business_rule_save
-from config.admin_base import ReadOnlyAdmin
+from config.admin_base import CHECKED_JSON_FIELDS, ReadOnlyAdmin
+
+
+class UserAdmin(DjangoUserAdmin[User]):
+    """Django's user admin, with the groups a save adds recorded as added by the user at work
+    (approvals.grants): joining a group that reviews an agent does not let one decide there."""
+
+    def changeform_view(
+        self, request: HttpRequest, object_id: str | None = None, form_url: str = "", extra_context: Any = None
+    ) -> HttpResponse:
+        with grants_by(request.user):
+            return super().changeform_view(request, object_id, form_url, extra_context)
+
+
+admin.site.unregister(User)
+admin.site.register(User, UserAdmin)
 
 
 @admin.register(BusinessRule)
 class BusinessRuleAdmin(admin.ModelAdmin[BusinessRule]):
+    formfield_overrides = CHECKED_JSON_FIELDS
     list_display = ("__str__", "agent", "effect", "enabled", "note")
     list_filter = ("tool", "effect", "enabled")
 

@@ -84,7 +84,7 @@ class ApprovalListApi(APIView):
 
     class FilterSerializer(serializers.Serializer[ApprovalFilters]):
         status = serializers.ChoiceField(choices=ApprovalStatus.choices, required=False)
-        agent = serializers.SlugField(required=False)
+        agent = serializers.SlugField(required=False, max_length=100)
         risk = serializers.ChoiceField(choices=Risk.CHOICES, required=False)
         kind = serializers.ChoiceField(choices=ApprovalKind.choices, required=False)
         order = serializers.ChoiceField(choices=["newest", "urgent"], required=False, default="newest")

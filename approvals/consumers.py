@@ -21,7 +21,7 @@ from django.utils.crypto import constant_time_compare
 
 from approvals.events import agent_group, event_message, user_group
 from approvals.selectors import agent_ids_reviewable_by, inbox_events_since
-from audit.types import JSON, AnyUser, JSONObject
+from audit.types import AnyUser, JSONObject
 
 REPLAY_BATCH = 500
 # How many sent seqs a connection remembers to drop duplicates (replayed, then pushed live).
@@ -123,8 +123,9 @@ class InboxConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]  # channe
         await self._set_access(agent_ids)
         return True
 
-    async def receive_json(self, content: JSON, **kwargs: object) -> None:
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None, **kwargs: object) -> None:
         # Nothing is taken from the client: decisions are POSTs with CSRF, never websocket frames.
+        # Frames are not even parsed, so no JSON comes in this way (config/parsing.py is the way).
         return
 
     async def inbox_event(self, event: JSONObject) -> None:

@@ -29,7 +29,7 @@ from approvals.models import (
 )
 from approvals.notify import escalation_mail, inbox_event_publish, webhook_enqueue
 from approvals.policy import CheckpointVerdict, RunContext, checkpoint_verdict
-from approvals.selectors import user_may_review
+from approvals.selectors import review_granted_by_another, user_may_review
 from audit.services import audit_record, audited_atomic
 from config.doorbell import RESUME_RUN, ring
 from config.errors import Conflict, DomainError, Forbidden
@@ -45,6 +45,12 @@ class DecisionInvalid(DomainError):
 
 class NotAllowed(Forbidden):
     code = "not_allowed"
+
+
+class SelfGranted(NotAllowed):
+    """The reviewer holds the right only by their own grant, or by one nobody is known to have made."""
+
+    code = "self_granted"
 
 
 class ArgumentsChanged(Conflict):
@@ -108,7 +114,14 @@ def _locked(approval_id: int) -> ApprovalRequest:
 def _resume(approval: ApprovalRequest) -> None:
     # Only a request a run waits on wakes it; an after-the-fact review changes nothing there.
     if approval.kind != ApprovalKind.REVIEW:
-        ring(RESUME_RUN, approval.run_id)
+        approval_id = approval.pk
+        ring(RESUME_RUN, approval.run_id, on_failure=lambda: _resume_lost(approval_id))
+
+
+def _resume_lost(approval_id: int) -> None:
+    # After commit: the broker refused the resume. The mark makes the sweeper ring it at its
+    # next period (agents.runtime.recovery) rather than after RUN_REQUEUE_AFTER_SECONDS.
+    ApprovalRequest.objects.filter(pk=approval_id).update(resume_lost=True)
 
 
 def approval_request_decide(
@@ -126,6 +139,11 @@ def approval_request_decide(
     comment = (comment or "").strip()
     if not user_may_review(user=reviewer, agent=approval.agent):
         raise NotAllowed("You may not review this agent's approvals.")
+    if not review_granted_by_another(user=reviewer, agent=approval.agent):
+        raise SelfGranted(
+            "Your right to review this agent was not granted by someone else (separation of duties): "
+            "ask another operator to grant it."
+        )
     allowed = KIND_VERDICTS[ApprovalKind(approval.kind)]
     if verdict not in allowed:
         raise DecisionInvalid(

@@ -8,6 +8,9 @@ from typing import Any, cast
 from django import forms
 
 from approvals.models import BULK_VERDICTS, DecisionVerdict
+from config.errors import JSONRefused
+from config.pages import field_errors
+from config.parsing import INT64_MAX, json_loads_checked
 
 VERDICT_LABELS: dict[str, str] = {
     DecisionVerdict.APPROVE: "Approve",
@@ -150,9 +153,9 @@ class ArgumentsForm(forms.Form):
                 if value in ("", None):
                     continue
                 try:
-                    value = json.loads(value)
-                except ValueError:
-                    self.add_error(name, "Not valid JSON.")
+                    value = json_loads_checked(value)
+                except JSONRefused as exc:
+                    self.add_error(name, json_refusal_text(exc))
                     continue
             if value in ("", None) and name in self.nullable:
                 value = None
@@ -160,6 +163,17 @@ class ArgumentsForm(forms.Form):
                 continue  # left empty: the tool's default applies
             values[name] = value
         return values
+
+
+def arguments_from_json(text: str) -> Any:
+    """The JSON edit mode's arguments, through the one JSON parser (raises JSONRefused)."""
+    return json_loads_checked(text)
+
+
+def json_refusal_text(exc: JSONRefused) -> str:
+    """A refusal as one sentence for the page: what, and where in the JSON."""
+    where = "; ".join(f"{path}: {messages[0]}" for path, messages in field_errors(exc.details).items())
+    return f"{exc.message} ({where})" if where else exc.message
 
 
 class BulkDecisionForm(forms.Form):
@@ -171,7 +185,7 @@ class BulkDecisionForm(forms.Form):
         super().__init__(*args, **kwargs)
         # Any positive id is acceptable here; which ones the user may decide is the selector's job.
         raw = self.data.getlist("ids") if hasattr(self.data, "getlist") else self.data.get("ids", [])
-        choices = [(value, value) for value in raw if str(value).isdigit() and int(value) > 0]
+        choices = [(value, value) for value in raw if _is_id(value)]
         cast(forms.ChoiceField, self.fields["ids"]).choices = choices[:200]
 
     def clean(self) -> dict[str, Any]:
@@ -179,3 +193,9 @@ class BulkDecisionForm(forms.Form):
         if data.get("verdict") == DecisionVerdict.REJECT and not (data.get("comment") or "").strip():
             self.add_error("comment", "A rejection needs a reason.")
         return data
+
+
+def _is_id(value: Any) -> bool:
+    # ASCII digits only (str.isdigit() takes "²" too), within the id column's range.
+    text = str(value)
+    return 0 < len(text) <= 19 and text.isascii() and text.isdigit() and 0 < int(text) <= INT64_MAX

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from django.conf import settings
+from django.contrib.auth.models import Group
 from django.core.exceptions import ValidationError
 from django.db import models
 
@@ -160,6 +161,9 @@ class ApprovalRequest(models.Model):
     )
     decided_at = models.DateTimeField(null=True, blank=True)
     resolution_comment = models.TextField(blank=True)
+    # The broker did not take the resume rung after the decision: the sweeper rings it at its
+    # next period instead of after RUN_REQUEUE_AFTER_SECONDS.
+    resume_lost = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -224,3 +228,49 @@ class WebhookDelivery(models.Model):
 
     def __str__(self) -> str:
         return f"{self.event} → {self.agent_id}"
+
+
+class AccessGrant(models.Model):
+    """Who gave a right that lets a user decide an agent's approvals (separation of duties).
+
+    One row per live grant, written by ``approvals.grants`` when the right is created, deleted
+    with it: ``review_agent`` on an agent to a user (``user`` + ``agent``) or to a group
+    (``group`` + ``agent``), and a user's membership of a group (``user`` + ``group``), since a
+    group's right reaches its members. The granter is ``granted_by``, or ``by_system`` for what
+    the deployment itself sets up (a management command, a migration); neither means nobody
+    declared who did it, which counts as the holder's own grant.
+    """
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.CASCADE, related_name="+")
+    group = models.ForeignKey(Group, null=True, on_delete=models.CASCADE, related_name="+")
+    agent = models.ForeignKey(Agent, null=True, on_delete=models.CASCADE, related_name="+")
+    # Kept like a decision's reviewer: who granted a right stays known.
+    granted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.PROTECT, related_name="access_grants_given"
+    )
+    by_system = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user", "agent"], condition=models.Q(group__isnull=True), name="accessgrant_unique_user_agent"
+            ),
+            models.UniqueConstraint(
+                fields=["group", "agent"], condition=models.Q(user__isnull=True), name="accessgrant_unique_group_agent"
+            ),
+            models.UniqueConstraint(
+                fields=["user", "group"], condition=models.Q(agent__isnull=True), name="accessgrant_unique_membership"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(user__isnull=False, agent__isnull=False, group__isnull=True)
+                | models.Q(group__isnull=False, agent__isnull=False, user__isnull=True)
+                | models.Q(user__isnull=False, group__isnull=False, agent__isnull=True),
+                name="accessgrant_one_kind",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        holder = f"user {self.user_id}" if self.user_id else f"group {self.group_id}"
+        right = f"review of agent {self.agent_id}" if self.agent_id else f"membership of group {self.group_id}"
+        return f"{holder}: {right}"

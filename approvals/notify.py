@@ -6,10 +6,13 @@ told about an approval can read it at once, and a slow receiver never holds a de
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from typing import Any
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
+from django.conf import settings
 from django.core.mail import EmailMessage
 from django.db import transaction
 
@@ -29,13 +32,23 @@ def inbox_event_publish(*, approval: ApprovalRequest, type: str) -> InboxEvent:
     return event
 
 
-def _push(event_id: int) -> None:
-    event = InboxEvent.objects.select_related("approval__agent", "approval__decided_by").get(pk=event_id)
+def _group_send(group: str, message: dict[str, Any]) -> None:
+    """Send on the channel layer, giving up after BROKER_TIMEOUT_SECONDS: the layer lives on the
+    broker's Redis, and a Redis that hangs must not hold up the request that pushes."""
     layer = get_channel_layer()
     if layer is None:
         return
+
+    async def send() -> None:
+        await asyncio.wait_for(layer.group_send(group, message), timeout=settings.BROKER_TIMEOUT_SECONDS)
+
+    async_to_sync(send)()
+
+
+def _push(event_id: int) -> None:
+    event = InboxEvent.objects.select_related("approval__agent", "approval__decided_by").get(pk=event_id)
     try:
-        async_to_sync(layer.group_send)(
+        _group_send(
             agent_group(event.agent_id),
             {"type": "inbox.event", "agent_id": event.agent_id, "message": event_message(event)},
         )
@@ -48,11 +61,8 @@ def inbox_access_changed(*, user_id: int) -> None:
     """Tell the user's open inbox sockets to read their permissions again, after commit."""
 
     def push() -> None:
-        layer = get_channel_layer()
-        if layer is None:
-            return
         try:
-            async_to_sync(layer.group_send)(user_group(user_id), {"type": "inbox.access"})
+            _group_send(user_group(user_id), {"type": "inbox.access"})
         except Exception:
             # Open sockets still re-read permissions before forwarding (ACCESS_RECHECK_SECONDS).
             logger.warning("could not push an access change to user %s", user_id, exc_info=True)

@@ -5,27 +5,40 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib.auth.models import User
-from guardian.shortcuts import assign_perm, remove_perm
+from guardian.shortcuts import assign_perm, get_user_perms, remove_perm
 
 from agents.models import Agent
+from approvals.grants import REVIEW_AGENT, grants_by
 from approvals.models import BusinessRule
 from approvals.notify import inbox_access_changed
 from audit.services import audit_record, audited_atomic
 from audit.types import AnyUser
+from config.errors import Forbidden
+
+
+class SelfGrant(Forbidden):
+    code = "self_grant"
 
 
 def reviewer_assignment_set(
     *, agent: Agent, reviewer: User, granted: bool, by: AnyUser | None, reason: str = ""
 ) -> bool:
-    """Grant or revoke a reviewer's right to decide an agent's approvals. Returns whether it changed."""
+    """Grant or revoke a reviewer's own right (not a group's) to decide an agent's approvals.
+    Returns whether it changed. Nobody grants it to themselves (SelfGrant, 403); the grant is
+    recorded as made by ``by`` (approvals.grants)."""
+    if granted and by is not None and by.is_authenticated and by.pk == reviewer.pk:
+        raise SelfGrant(
+            "Nobody grants review rights to themselves (separation of duties): another operator must grant them."
+        )
     with audited_atomic():
-        has = reviewer.has_perm("agents.review_agent", agent)
+        has = REVIEW_AGENT in get_user_perms(reviewer, agent)
         if has == granted:
             return False
         if granted:
-            assign_perm("review_agent", reviewer, agent)
+            with grants_by(by):
+                assign_perm(REVIEW_AGENT, reviewer, agent)
         else:
-            remove_perm("review_agent", reviewer, agent)
+            remove_perm(REVIEW_AGENT, reviewer, agent)
         audit_record(
             actor=by,
             action="approvals.reviewer.assigned" if granted else "approvals.reviewer.revoked",

@@ -1,10 +1,12 @@
 from __future__ import annotations
 
-from django.db.models import F, QuerySet
+from django.contrib.contenttypes.models import ContentType
+from django.db.models import F, Q, QuerySet
+from guardian.models import GroupObjectPermission, UserObjectPermission
 from guardian.shortcuts import get_objects_for_user
 
 from agents.models import Agent
-from approvals.models import ApprovalRequest, BusinessRule, InboxEvent
+from approvals.models import AccessGrant, ApprovalRequest, BusinessRule, InboxEvent
 from audit.types import AnyUser
 
 
@@ -21,6 +23,26 @@ def agent_ids_reviewable_by(*, user: AnyUser) -> list[int]:
 
 def user_may_review(*, user: AnyUser, agent: Agent) -> bool:
     return bool(getattr(user, "is_authenticated", False)) and user.has_perm("agents.review_agent", agent)
+
+
+def review_granted_by_another(*, user: AnyUser, agent: Agent) -> bool:
+    """Separation of duties: whether ``user`` holds ``review_agent`` on ``agent`` by a right that
+    someone else granted (approvals.grants records who). Either held directly, granted by
+    another (or by the system); or held by a group whose right and whose membership were both
+    granted by others. Being a superuser grants nothing here, nor does an unattributed grant."""
+    if not getattr(user, "is_authenticated", False):
+        return False
+    by_another = Q(by_system=True) | (Q(granted_by__isnull=False) & ~Q(granted_by=user.pk))
+    agent_type = ContentType.objects.get_for_model(Agent)
+    held = {"content_type": agent_type, "permission__codename": "review_agent", "object_pk": str(agent.pk)}
+    if (
+        UserObjectPermission.objects.filter(user=user.pk, **held).exists()
+        and AccessGrant.objects.filter(by_another, user=user.pk, agent=agent).exists()
+    ):
+        return True
+    groups_holding = GroupObjectPermission.objects.filter(group__user=user.pk, **held).values("group_id")
+    groups_granted = AccessGrant.objects.filter(by_another, group__in=groups_holding, agent=agent).values("group_id")
+    return AccessGrant.objects.filter(by_another, user=user.pk, group__in=groups_granted, agent=None).exists()
 
 
 def approval_list_for_reviewer(

@@ -15,6 +15,7 @@ from agents.serializers import JSONObjectField, StepOutputSerializer
 from agents.tools import Risk
 from approvals.models import ApprovalKind, ApprovalStatus, Decision
 from audit.types import JSON, JSONObject
+from config.parsing import INT64_MAX
 from config.serializers import NamedChoiceField
 
 VERDICT_CHOICES = ["approve", "reject", "edit", "respond", "done", "dismiss", "ok", "flag"]
@@ -116,7 +117,9 @@ class BulkDecisionRequest(TypedDict):
 
 
 class BulkDecisionRequestSerializer(serializers.Serializer[BulkDecisionRequest]):
-    ids = serializers.ListField(child=serializers.IntegerField(min_value=1), min_length=1, max_length=200)
+    ids = serializers.ListField(
+        child=serializers.IntegerField(min_value=1, max_value=INT64_MAX), min_length=1, max_length=200
+    )
     verdict = serializers.ChoiceField(choices=BULK_VERDICT_CHOICES)
     comment = serializers.CharField(max_length=5000, required=False, allow_blank=True, default="")
 

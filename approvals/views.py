@@ -22,7 +22,14 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from agents.tools import Risk, registry
 from approvals.decisions import AlreadyDecided, approval_request_decide
 from approvals.events import approval_payload
-from approvals.forms import VERDICT_LABELS, ArgumentsForm, BulkDecisionForm, DecisionForm
+from approvals.forms import (
+    VERDICT_LABELS,
+    ArgumentsForm,
+    BulkDecisionForm,
+    DecisionForm,
+    arguments_from_json,
+    json_refusal_text,
+)
 from approvals.models import (
     BULK_VERDICTS,
     KIND_VERDICTS,
@@ -34,6 +41,7 @@ from approvals.models import (
 )
 from approvals.selectors import agents_reviewable_by, approval_list_for_reviewer
 from config.api import DomainError
+from config.errors import JSONRefused
 from config.pages import KIND_LABELS, field_errors, pretty, render_page, safe_next, signed_in_user, step_view
 
 INBOX_LIMIT = 200
@@ -340,9 +348,9 @@ def inbox_detail(request: HttpRequest, approval_id: int) -> HttpResponse:
         if edit_mode == "json":
             arguments_form.is_valid()  # keeps the typed field values on the page
             try:
-                arguments = json.loads(arguments_json)
-            except ValueError as exc:
-                context = _detail_context(request, approval, error=f"The JSON is not valid: {exc}.", **kept)
+                arguments = arguments_from_json(arguments_json)
+            except JSONRefused as exc:
+                context = _detail_context(request, approval, error=json_refusal_text(exc), **kept)
                 return render_page(request, "inbox/detail.html", context, status=400)
         else:
             if arguments_form.is_valid():

@@ -6,7 +6,8 @@ from typing import TypedDict
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import serializers
-from rest_framework.pagination import CursorPagination
+from rest_framework.exceptions import NotFound
+from rest_framework.pagination import Cursor, CursorPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -16,7 +17,11 @@ from audit.permissions import IsAuditor
 from audit.selectors import audit_event_list, audit_head, parse_moment
 from audit.serializers import AuditEventOutputSerializer, AuditHeadSerializer
 from audit.types import JSON
+from config.parsing import INT64_MAX
 from config.serializers import error_responses
+
+# The longest ISO 8601 datetime: 2026-11-24T09:30:00.123456+01:00 is 32 characters.
+MOMENT_MAX_LENGTH = 64
 
 
 @extend_schema_field(OpenApiTypes.DATETIME)
@@ -24,6 +29,10 @@ class MomentField(serializers.Field[dt.datetime, JSON, str, object]):
     """An ISO 8601 date or datetime (a date means its midnight, UTC unless an offset is given)."""
 
     def to_internal_value(self, data: JSON) -> dt.datetime:
+        if len(str(data)) > MOMENT_MAX_LENGTH:
+            raise serializers.ValidationError(
+                f"Too long for a date or datetime (at most {MOMENT_MAX_LENGTH} characters)."
+            )
         try:
             return parse_moment(str(data))
         except ValueError as exc:
@@ -38,6 +47,16 @@ class AuditEventPagination(CursorPagination):
     page_size = 50
     page_size_query_param = "page_size"
     max_page_size = 500
+
+    def decode_cursor(self, request: Request) -> Cursor | None:
+        cursor = super().decode_cursor(request)
+        # The position is an event id, compared with the id column: anything else (text, a number
+        # beyond 64 bits) would fail in the database rather than here.
+        if cursor is not None and cursor.position is not None:
+            position = str(cursor.position)  # the text of the query string (the stubs say int)
+            if not (len(position) <= 19 and position.isascii() and position.isdigit() and int(position) <= INT64_MAX):
+                raise NotFound(self.invalid_cursor_message)
+        return cursor
 
 
 class AuditEventFilters(TypedDict, total=False):
@@ -61,14 +80,22 @@ class AuditEventListApi(APIView):
     pagination_class = AuditEventPagination
 
     class FilterSerializer(serializers.Serializer[AuditEventFilters]):
-        action = serializers.CharField(required=False, help_text="Exact action code, e.g. approvals.request.decided.")
-        action_prefix = serializers.CharField(required=False, help_text="Action codes starting with this, e.g. auth.")
-        actor = serializers.CharField(required=False, help_text="A username, agent:<slug>, policy or system.")
+        action = serializers.CharField(
+            required=False, max_length=100, help_text="Exact action code, e.g. approvals.request.decided."
+        )
+        action_prefix = serializers.CharField(
+            required=False, max_length=100, help_text="Action codes starting with this, e.g. auth."
+        )
+        actor = serializers.CharField(
+            required=False, max_length=200, help_text="A username, agent:<slug>, policy or system."
+        )
         actor_type = serializers.ChoiceField(choices=AuditEvent.ActorType.choices, required=False)
-        target_type = serializers.CharField(required=False, help_text="app_label.model, e.g. agents.run.")
-        target_id = serializers.CharField(required=False)
-        run = serializers.IntegerField(required=False, min_value=1)
-        agent = serializers.CharField(required=False, help_text="Agent slug.")
+        target_type = serializers.CharField(
+            required=False, max_length=100, help_text="app_label.model, e.g. agents.run."
+        )
+        target_id = serializers.CharField(required=False, max_length=64)
+        run = serializers.IntegerField(required=False, min_value=1, max_value=INT64_MAX)
+        agent = serializers.CharField(required=False, max_length=100, help_text="Agent slug.")
         since = MomentField(required=False, help_text="Inclusive lower bound on created_at.")
         until = MomentField(required=False, help_text="Exclusive upper bound on created_at.")
 

@@ -9,8 +9,8 @@ APPEND_ONLY = "Audit events are append-only"
 
 
 class AuditEventQuerySet(models.QuerySet["AuditEvent"]):
-    # Every path that could change or remove rows in bulk is closed; on PostgreSQL the
-    # database refuses UPDATE, DELETE and TRUNCATE as well (migration 0003).
+    # Every path that could change or remove rows in bulk is closed; the database refuses
+    # UPDATE and DELETE as well (PostgreSQL: migration 0003, with TRUNCATE; SQLite: 0004).
     def update(self, **kwargs: Any) -> NoReturn:
         raise PermissionError(f"{APPEND_ONLY}: they cannot be updated.")
 

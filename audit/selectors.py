@@ -19,6 +19,9 @@ def parse_moment(value: str) -> dt.datetime:
     """An ISO 8601 date or datetime as an aware datetime; a date means its midnight, a
     datetime without an offset is in the current time zone (UTC). Raises ValueError."""
     text = value.strip()
+    if not (text.isascii() and text.isprintable()):
+        # ISO 8601 is printable ASCII; Python's parser stops at a NUL and takes what came before.
+        raise ValueError(f"{value[:40]!r} is not an ISO 8601 date or datetime (for example {MOMENT_EXAMPLE}).")
     try:
         moment = parse_datetime(text)
         if moment is None:
@@ -31,6 +34,12 @@ def parse_moment(value: str) -> dt.datetime:
         raise ValueError(f"{value!r} is not an ISO 8601 date or datetime (for example {MOMENT_EXAMPLE}).")
     if timezone.is_naive(moment):
         moment = timezone.make_aware(moment)
+    try:
+        # The database compares in UTC: a moment that has no UTC equivalent (0001-01-01T00:00+01:00,
+        # 9999-12-31T23:59-01:00) would fail there, as a server error.
+        moment.astimezone(dt.UTC)
+    except (OverflowError, ValueError):
+        raise ValueError(f"{value!r} is out of range: it has no UTC equivalent (years 1 to 9999).") from None
     return moment
 
 

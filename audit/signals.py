@@ -9,6 +9,7 @@ from django.contrib.auth.models import AnonymousUser
 
 from audit.services import audit_record
 from audit.types import AnyRequest
+from config.clients import client_address
 
 if TYPE_CHECKING:
     from django.contrib.auth.base_user import AbstractBaseUser
@@ -18,7 +19,7 @@ def _client(request: AnyRequest | None) -> dict[str, str]:
     if request is None:
         return {}
     meta = getattr(request, "META", {})
-    return {"ip": meta.get("REMOTE_ADDR", ""), "user_agent": meta.get("HTTP_USER_AGENT", "")[:200]}
+    return {"ip": client_address(request), "user_agent": meta.get("HTTP_USER_AGENT", "")[:200]}
 
 
 def on_logged_in(sender: object, request: AnyRequest | None, user: AbstractBaseUser, **kwargs: object) -> None:

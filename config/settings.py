@@ -7,59 +7,24 @@ by the test suite). Production sets ``DATABASE_URL``, ``REDIS_URL`` and ``SECRET
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse, urlsplit, urlunsplit
+from urllib.parse import urlparse
 
 import dj_database_url
 import django_stubs_ext
 from django.core.exceptions import ImproperlyConfigured
+from django.utils.csp import CSP
+
+from config.env import env_bool, env_int, env_list, password_masked
 
 # Lets classes such as ModelAdmin[AuditEvent] be written as the type checker reads them.
 django_stubs_ext.monkeypatch()
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-
-
-def _password_masked(url: str) -> str:
-    """A URL fit for an error message: its password replaced by ***. (This module imports no app
-    code, so it does not use ``audit.redaction.url_masked``, which also masks query secrets.)"""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.netloc.rsplit("@", 1)[1]
-    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
-
-
-def env_bool(name: str, default: bool) -> bool:
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
-    value = raw.strip().lower()
-    if value in {"1", "true", "yes", "on"}:
-        return True
-    if value in {"0", "false", "no", "off"}:
-        return False
-    raise ImproperlyConfigured(f"{name}={raw!r} is not a boolean: set {name} to 1 or 0.")
-
-
-def env_int(name: str, default: int, *, minimum: int = 0) -> int:
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ImproperlyConfigured(f"{name}={raw!r} is not an integer: set {name} to a whole number.") from None
-    if value < minimum:
-        raise ImproperlyConfigured(f"{name}={raw!r} is below {minimum}: set {name} to {minimum} or more.")
-    return value
-
-
-def env_list(name: str, default: str) -> list[str]:
-    return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
 
 
 DEBUG = env_bool("DEBUG", False)
@@ -75,6 +40,22 @@ if not SECRET_KEY:
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]" + (",testserver" if DEBUG else ""))
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "")
+
+# The reverse proxies (addresses or networks) whose forwarding headers count: X-Forwarded-For is
+# walked from the right past them to the client, and X-Forwarded-Proto says whether the client
+# used HTTPS. Empty (the default): the client is the socket peer and those headers are ignored.
+# The ASGI server runs with --no-proxy-headers; config/clients.py and config/middleware.py.
+TRUSTED_PROXIES = env_list("TRUSTED_PROXIES", "")
+for _proxy in TRUSTED_PROXIES:
+    try:
+        ipaddress.ip_network(_proxy, strict=False)
+    except ValueError:
+        raise ImproperlyConfigured(
+            f"TRUSTED_PROXIES holds {_proxy!r}, which is not an IP address or network: set TRUSTED_PROXIES to "
+            "comma-separated addresses such as 10.0.0.5,10.1.0.0/16, or leave it empty."
+        ) from None
+if TRUSTED_PROXIES:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
 # Embedded mode keeps its SQLite file and the private Redis socket here.
 VAR_DIR = Path(os.environ.get("COUNTERSIGN_VAR_DIR") or BASE_DIR / "var").resolve()
@@ -98,8 +79,15 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: forwarding headers from a peer not in TRUSTED_PROXIES are dropped, and REMOTE_ADDR is the client.
+    "config.middleware.TrustedProxyMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.middleware.csp.ContentSecurityPolicyMiddleware",
+    # After the CSP middleware: it adds the websocket origin to the policy, and Cache-Control.
+    "config.middleware.SecurityHeadersMiddleware",
+    # Under /api/ every error is JSON in the one shape, 404s of unknown URLs and 500s included.
+    "config.api.JSONErrorMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -179,7 +167,7 @@ if EMBEDDED_REDIS:
     REDIS_URL = f"unix://{EMBEDDED_REDIS_SOCKET}"
 elif urlparse(REDIS_URL).scheme not in {"redis", "rediss", "unix"}:
     raise ImproperlyConfigured(
-        f"REDIS_URL={_password_masked(REDIS_URL)!r} is not a Redis URL: set REDIS_URL to redis://host:6379/0, "
+        f"REDIS_URL={password_masked(REDIS_URL)!r} is not a Redis URL: set REDIS_URL to redis://host:6379/0, "
         "or unset it for the embedded default."
     )
 
@@ -195,13 +183,22 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_DEFAULT_QUEUE = "default"
+# Seconds a publish waits for the broker's answer (see the transport options below).
+BROKER_TIMEOUT_SECONDS = env_int("BROKER_TIMEOUT_SECONDS", 2, minimum=2)
 # Resumes after a reviewer's decision are served before new runs: the worker listens on
 # "resumes,runs,default" and the priority strategy drains queues in that order.
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     "queue_order_strategy": "priority",
     # A task not acknowledged within this time is redelivered (worker lost mid-task).
     "visibility_timeout": CELERY_TASK_TIME_LIMIT + 60,
+    # A broker that is down or hangs must not hold a request up: a publish gives up within
+    # about 2 x (timeout + connect) seconds and the sweeper rings again (config/doorbell.py).
+    # The read timeout stays above the worker's 1 s BRPOP.
+    "socket_connect_timeout": 1,
+    "socket_timeout": BROKER_TIMEOUT_SECONDS,
 }
+# One retry (a pooled connection a broker restart closed), no waiting between tries.
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0, "interval_max": 0}
 CELERY_TASK_ROUTES = {
     "agents.tasks.advance_run": {"queue": "runs"},
     "agents.tasks.resume_run": {"queue": "resumes"},
@@ -272,10 +269,13 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "config.serializers.AutoSchema",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
     "EXCEPTION_HANDLER": "config.api.exception_handler",
+    # JSON only, through the one checked parser (config/parsing.py); other bodies get 415.
+    "DEFAULT_PARSER_CLASSES": ["config.api.JSONParser"],
+    "TEST_REQUEST_DEFAULT_FORMAT": "json",
     "DEFAULT_THROTTLE_RATES": {"token": env_list("TOKEN_THROTTLE_RATE", "10/min")[0]},
 }
 SPECTACULAR_SETTINGS = {
@@ -286,6 +286,12 @@ SPECTACULAR_SETTINGS = {
 # Largest JSON body accepted by the API (run input, edited arguments).
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("MAX_REQUEST_BYTES", 256 * 1024, minimum=1024)
 RUN_INPUT_MAX_BYTES = env_int("RUN_INPUT_MAX_BYTES", 64 * 1024, minimum=256)
+# Deepest nesting of arrays and objects accepted in any JSON that comes in (config/parsing.py).
+JSON_MAX_DEPTH = env_int("JSON_MAX_DEPTH", 64, minimum=8)
+
+# GET /metrics: with a token, scrapers send "Authorization: Bearer <METRICS_TOKEN>"; without one,
+# only loopback clients are answered.
+METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")
 
 GUARDIAN_RAISE_403 = True
 ANONYMOUS_USER_NAME = None
@@ -318,10 +324,11 @@ RUN_REQUEUE_AFTER_SECONDS = env_int("RUN_REQUEUE_AFTER_SECONDS", 120, minimum=1)
 TOOL_MAX_ATTEMPTS = env_int("TOOL_MAX_ATTEMPTS", 3, minimum=1)
 TOOL_RETRY_BASE_SECONDS = float(os.environ.get("TOOL_RETRY_BASE_SECONDS", "0.2"))
 WEBHOOK_TIMEOUT_SECONDS = env_int("WEBHOOK_TIMEOUT_SECONDS", 5, minimum=1)
-# Escalation notices; the console backend prints them when no mail server is configured.
+# Escalation notices: over SMTP when EMAIL_HOST is set, else the console backend prints them.
 MAILERS = {
     "default": {
-        "BACKEND": os.environ.get("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend"),
+        "BACKEND": os.environ.get("EMAIL_BACKEND")
+        or f"django.core.mail.backends.{'smtp' if os.environ.get('EMAIL_HOST') else 'console'}.EmailBackend",
         "OPTIONS": {"host": os.environ.get("EMAIL_HOST", "localhost"), "port": env_int("EMAIL_PORT", 25, minimum=1)}
         if os.environ.get("EMAIL_HOST")
         else {},
@@ -350,6 +357,26 @@ X_FRAME_OPTIONS = "DENY"
 if not DEBUG:
     SESSION_COOKIE_SECURE = env_bool("SECURE_COOKIES", False)
     CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+# Behind HTTPS: plain HTTP is redirected (not the probes /healthz and /metrics, which load balancers and
+# scrapers send inside the network), and browsers are told to use HTTPS only for this long.
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^metrics$"]
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+# Every page: scripts and styles from this origin only (no inline script, style or handler), fetches
+# and websockets to it (config.middleware adds the ws:/wss: origin of the host), never framed.
+SECURE_CSP = {
+    "default-src": [CSP.SELF],
+    "script-src": [CSP.SELF],
+    "style-src": [CSP.SELF],
+    "img-src": [CSP.SELF],
+    "connect-src": [CSP.SELF],
+    "object-src": [CSP.NONE],
+    "base-uri": [CSP.NONE],
+    "form-action": [CSP.SELF],
+    "frame-ancestors": [CSP.NONE],
+}
 
 LOGGING = {
     "version": 1,

@@ -12,8 +12,10 @@ of ``SIGNIN_WINDOW_SECONDS`` that opens at the first failure:
 
 Past a limit every attempt it covers is refused (right password or not) without checking the
 password until the window ends, and one ``auth.login.throttled`` event per window says so.
-Behind a reverse proxy every client has the proxy's REMOTE_ADDR, so the per-IP counters become
-one; the per-username counter still holds.
+The client IP is ``config.clients.client_address``: the socket peer, or behind the proxies named
+in ``TRUSTED_PROXIES`` the address they forward. A client cannot pick its own key by sending
+X-Forwarded-For; behind a proxy that is not listed, every client shares the proxy's counters and
+the per-username counter still holds.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from django.core.cache import cache
 
 from audit.services import audit_record
 from audit.types import AnyRequest
+from config.clients import client_address
 
 logger = logging.getLogger(__name__)
 
@@ -43,10 +46,6 @@ class SigninThrottled:
         return f"Too many failed sign-in attempts. Try again in {self.retry_after} seconds."
 
 
-def _client_ip(request: AnyRequest | None) -> str:
-    return getattr(request, "META", {}).get("REMOTE_ADDR", "") if request is not None else ""
-
-
 # How many more failures the per-username counter allows than the per-IP ones.
 USERNAME_FACTOR = 10
 
@@ -55,7 +54,7 @@ def _keys(*, request: AnyRequest | None, username: str) -> list[tuple[str, str, 
     """(scope, cache key, limit) of every counter this attempt counts against."""
     limit = settings.SIGNIN_FAILURES_PER_WINDOW
     keys = []
-    ip = _client_ip(request)
+    ip = client_address(request)
     if ip:
         keys.append(("ip", f"signin:failures:ip:{ip}", limit))
     name = username.strip().lower()
@@ -83,7 +82,7 @@ def signin_throttle_check(*, request: AnyRequest | None, username: str) -> Signi
                     action="auth.login.throttled",
                     data={
                         "username": username[:150],
-                        "ip": _client_ip(request),
+                        "ip": client_address(request),
                         "scope": scope,
                         "failures": limit,
                         "window_seconds": settings.SIGNIN_WINDOW_SECONDS,

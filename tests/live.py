@@ -28,7 +28,7 @@ from django.conf import settings
 from django.db import connections
 
 from audit.redaction import url_masked
-from config.embedded import EmbeddedRedis, EmbeddedRedisError, kill_group, spawn, stop_group
+from config.embedded import EmbeddedRedis, EmbeddedRedisError, kill_group, spawn, stop_group, uvicorn_command
 
 BASE_DIR = Path(settings.BASE_DIR)
 CI = os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}
@@ -155,9 +155,10 @@ class LiveProcess:
 
     name = "process"
 
-    def __init__(self) -> None:
+    def __init__(self, *, env: dict[str, str] | None = None) -> None:
         self.proc: Any = None
         self.log_path = Path(settings.VAR_DIR) / f"live-{self.name}.log"
+        self.extra_env = dict(env or {})  # on top of live_env(): settings this process runs with
 
     def command(self) -> list[str]:
         raise NotImplementedError
@@ -174,7 +175,7 @@ class LiveProcess:
             return
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("wb") as log:
-            self.proc = spawn(self.command(), env=live_env(), cwd=BASE_DIR, output=log)
+            self.proc = spawn(self.command(), env={**live_env(), **self.extra_env}, cwd=BASE_DIR, output=log)
         try:
             self.wait_ready()
         except Exception as exc:
@@ -275,9 +276,11 @@ class CeleryWorker(LiveProcess):
 class AsgiServer(LiveProcess):
     name = "asgi"
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, *, env: dict[str, str] | None = None) -> None:
+        super().__init__(env=env)
         self.port = free_port()
+        if env:
+            self.log_path = self.log_path.with_name(f"live-{self.name}-{self.port}.log")
 
     @property
     def url(self) -> str:
@@ -288,19 +291,8 @@ class AsgiServer(LiveProcess):
         return f"ws://127.0.0.1:{self.port}"
 
     def command(self) -> list[str]:
-        return [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "config.asgi:application",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--lifespan",
-            "off",
-            "--timeout-graceful-shutdown",
-            "2",
+        # The command of manage.py serve (proxy headers off), on a free port.
+        return uvicorn_command(host="127.0.0.1", port=self.port, graceful_shutdown_seconds=2) + [
             "--log-level",
             "warning",
         ]

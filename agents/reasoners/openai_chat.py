@@ -12,6 +12,8 @@ from django.conf import settings
 
 from agents.reasoners.base import Action, Reasoner, ReasonerError, RunView
 from audit.types import JSON, JSONObject
+from config.errors import JSONRefused
+from config.parsing import json_loads_checked
 
 logger = logging.getLogger(__name__)
 
@@ -64,10 +66,10 @@ def parse_reply(reply: JSON) -> Action:
     name = function.get("name") or ""
     raw = function.get("arguments") or "{}"
     try:
-        arguments = json.loads(raw) if isinstance(raw, str) else raw
-    except json.JSONDecodeError as exc:
+        arguments = json_loads_checked(raw) if isinstance(raw, str) else raw
+    except JSONRefused as exc:
         return Action(
-            kind="invalid", tool=name, error=f"Tool arguments are not valid JSON: {exc}.", transcript=transcript
+            kind="invalid", tool=name, error=f"Tool arguments are not valid JSON: {exc.message}", transcript=transcript
         )
     return Action(
         kind="tool", tool=name, arguments=arguments, rationale=message.get("content") or "", transcript=transcript

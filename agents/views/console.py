@@ -197,9 +197,13 @@ def console_assignment(request: HttpRequest) -> HttpResponse:
         return _console_page(request, assignment_form=form, status=400)
     data = form.cleaned_data
     reviewer = get_user_model().objects.get(pk=data["reviewer"].pk)  # a fresh user: no stale permission cache
-    changed = reviewer_assignment_set(
-        agent=data["agent"], reviewer=reviewer, granted=data["granted"], by=request.user, reason=data["reason"]
-    )
+    try:
+        changed = reviewer_assignment_set(
+            agent=data["agent"], reviewer=reviewer, granted=data["granted"], by=request.user, reason=data["reason"]
+        )
+    except DomainError as exc:  # SelfGrant: nobody grants review rights to themselves
+        form.add_error("reviewer", exc.message)
+        return _console_page(request, assignment_form=form, status=exc.status_code)
     verb = "may now review" if data["granted"] else "may no longer review"
     if changed:
         messages.success(request, f"{reviewer.get_username()} {verb} {data['agent'].name}.")

@@ -1,8 +1,8 @@
 """On PostgreSQL, the database itself refuses UPDATE, DELETE and TRUNCATE of audit events.
 
 TRUNCATE is let through when the table is empty (nothing is lost) or when the session set
-``countersign.audit_truncate = 'on'``: see audit/maintenance.py. Other databases rely on the
-model and queryset guards and on audit_verify.
+``countersign.audit_truncate = 'on'``: see audit/maintenance.py. SQLite gets its triggers in
+migration 0004.
 """
 
 from django.db import migrations

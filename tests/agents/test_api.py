@@ -31,7 +31,11 @@ def test_token_login_and_bad_credentials(operator):
     assert Token.objects.get(user=operator).key == ok.json()["token"]
     bad = client.post("/api/v1/auth/token/", {"username": "operator", "password": "nope"}, format="json")
     assert bad.status_code == 400
-    assert bad.json() == {"detail": "Unable to sign in with these credentials."}
+    assert bad.json() == {
+        "detail": "Unable to sign in with these credentials.",
+        "code": "invalid_credentials",
+        "errors": {},
+    }
     assert Token.objects.count() == 1  # none for the refused attempt
     [failed] = AuditEvent.objects.filter(action="auth.login_failed")
     assert failed.data["username"] == "operator" and failed.target_id == str(operator.pk)
@@ -45,7 +49,11 @@ def test_anonymous_is_refused(support_agent):
     response = APIClient().get("/api/v1/agents/")
     # 401 with the scheme to use (the first authentication class is the token's).
     assert response.status_code == 401 and response["WWW-Authenticate"] == "Token"
-    assert response.json() == {"detail": "Authentication credentials were not provided."}
+    assert response.json() == {
+        "detail": "Authentication credentials were not provided.",
+        "code": "not_authenticated",
+        "errors": {},
+    }
 
 
 def test_agent_list_is_limited_to_what_the_caller_may_see(support_agent, starter, outsider, reviewer):
@@ -90,7 +98,12 @@ def test_start_run_and_read_it(support_agent, starter, django_capture_on_commit_
 def test_bad_input_is_400_and_creates_nothing(support_agent, starter, body, content_type, field):
     response = client_for(starter).post("/api/v1/agents/support/runs/", body, content_type=content_type)
     assert response.status_code == 400, response.content
-    assert field in response.json()
+    answer = response.json()
+    assert {"detail", "code", "errors"} <= set(answer)
+    if field == "errors":
+        assert answer["errors"]
+    elif field != "detail":
+        assert field in answer["errors"]
     assert Run.objects.count() == 0
 
 
@@ -111,7 +124,11 @@ def test_start_run_needs_permission(support_agent, reviewer):
     assign_perm("review_agent", reviewer, support_agent)
     response = client_for(reviewer).post("/api/v1/agents/support/runs/", {"input": good_input()}, format="json")
     assert response.status_code == 403
-    assert response.json() == {"detail": "You may not start runs of this agent."}
+    assert response.json() == {
+        "detail": "You may not start runs of this agent.",
+        "code": "permission_denied",
+        "errors": {},
+    }
     assert Run.objects.count() == 0
     assert not AuditEvent.objects.filter(action="agents.run.created").exists()
 
@@ -156,9 +173,9 @@ def test_level_change_is_operator_only_and_validated(support_agent, operator, re
     assert refused.status_code == 403 and unchanged()
     client = client_for(operator)
     no_reason = client.patch("/api/v1/agents/support/", {"autonomy_level": 3}, format="json")
-    assert no_reason.status_code == 400 and "reason" in no_reason.json() and unchanged()
+    assert no_reason.status_code == 400 and "reason" in no_reason.json()["errors"] and unchanged()
     nine = client.patch("/api/v1/agents/support/", {"autonomy_level": 9, "reason": "x"}, format="json")
-    assert nine.status_code == 400 and "autonomy_level" in nine.json() and unchanged()
+    assert nine.status_code == 400 and "autonomy_level" in nine.json()["errors"] and unchanged()
     five = client.patch("/api/v1/agents/support/", {"autonomy_level": 5, "reason": "x"}, format="json")
     assert five.status_code == 400 and "Level 5" in json.dumps(five.json()) and unchanged()
     ok = client.patch("/api/v1/agents/support/", {"autonomy_level": 3, "reason": "trusted now"}, format="json")
@@ -189,7 +206,7 @@ def test_run_is_hidden_from_outsiders(support_agent, starter, outsider):
     missing = client_for(outsider).get("/api/v1/runs/999999/")
     # The same answer for a run that exists and one that does not: others' run ids stay unknown.
     assert hidden.status_code == missing.status_code == 404
-    assert hidden.json() == missing.json() == {"detail": "No such run."}
+    assert hidden.json() == missing.json() == {"detail": "No such run.", "code": "not_found", "errors": {}}
 
 
 def test_openapi_schema_is_public():

@@ -62,7 +62,7 @@ def test_filters_and_bad_filter(support_agent, starter, assigned_reviewer):
     assert client.get("/api/v1/approvals/?risk=financial&agent=support").json()["count"] == 1
     assert client.get("/api/v1/approvals/?risk=read").json()["count"] == 0
     bogus = client.get("/api/v1/approvals/?status=bogus")
-    assert bogus.status_code == 400 and "status" in bogus.json()
+    assert bogus.status_code == 400 and "status" in bogus.json()["errors"]
 
 
 def test_reviewer_without_permission_sees_nothing(support_agent, starter, assigned_reviewer, other_reviewer):

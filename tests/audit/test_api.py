@@ -63,7 +63,12 @@ def test_anonymous_is_refused(events):
     for url in (EVENTS, HEAD):
         response = client_for(None).get(url)
         assert response.status_code == 401 and response["WWW-Authenticate"] == "Token"
-        assert response.json() == {"detail": "Authentication credentials were not provided."}  # and nothing else
+        # and nothing else
+        assert response.json() == {
+            "detail": "Authentication credentials were not provided.",
+            "code": "not_authenticated",
+            "errors": {},
+        }
 
 
 @pytest.mark.parametrize("persona", ["reviewer", "operator", "outsider"])
@@ -158,7 +163,8 @@ def test_time_range(api, events):
 def test_bad_filters_are_400_with_a_clear_message(api, params, field, message):
     response = api.get(EVENTS, params)
     assert response.status_code == 400
-    assert message in response.json()[field][0]
+    body = response.json()
+    assert body["code"] == "invalid" and message in body["errors"][field][0]
 
 
 def test_cursor_pagination_walks_every_event_once(api):

@@ -1,4 +1,4 @@
-"""/healthz reports each part; /metrics speaks the Prometheus text format."""
+"""/healthz reports each part; /metrics speaks the Prometheus text format, to loopback or the token."""
 
 from __future__ import annotations
 
@@ -75,6 +75,76 @@ def test_metrics(client, support_agent, operator, django_assert_max_num_queries)
     assert samples[("countersign_runs", "failed")] == 0
     assert samples[("countersign_approvals_pending", None)] == 0
     assert ("countersign_tool_calls", "executing") in samples
+
+
+# --- Who may scrape /metrics --------------------------------------------------------------
+
+
+def test_metrics_without_a_token_answer_loopback_clients_only(client, settings):
+    settings.METRICS_TOKEN = ""
+    assert client.get("/metrics", REMOTE_ADDR="127.0.0.1").status_code == 200
+    assert client.get("/metrics", REMOTE_ADDR="::1").status_code == 200
+    response = client.get("/metrics", REMOTE_ADDR="203.0.113.7")
+    assert response.status_code == 403
+    assert response["Content-Type"] == "application/json"
+    assert response.json()["code"] == "permission_denied" and "METRICS_TOKEN" in response.json()["detail"]
+
+
+def test_a_forwarded_header_does_not_make_a_remote_client_loopback(client, settings):
+    settings.METRICS_TOKEN = ""
+    spoofed = client.get("/metrics", REMOTE_ADDR="203.0.113.7", HTTP_X_FORWARDED_FOR="127.0.0.1")
+    assert spoofed.status_code == 403
+    settings.TRUSTED_PROXIES = ["127.0.0.1"]
+    # Behind a trusted proxy on this host, the client is whom it forwards, not the proxy.
+    assert client.get("/metrics", REMOTE_ADDR="127.0.0.1", HTTP_X_FORWARDED_FOR="203.0.113.7").status_code == 403
+    assert client.get("/metrics", REMOTE_ADDR="127.0.0.1", HTTP_X_FORWARDED_FOR="::1").status_code == 200
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [
+        None,
+        "",
+        "Bearer",
+        "Bearer ",
+        "Bearer wrong-token",
+        "Token s3cret-metrics-token",
+        "Basic czNjcmV0",
+        "s3cret-metrics-token",
+    ],
+)
+def test_with_a_token_set_only_the_token_opens_metrics(client, settings, authorization):
+    settings.METRICS_TOKEN = "s3cret-metrics-token"
+    headers = {} if authorization is None else {"Authorization": authorization}
+    response = client.get("/metrics", headers=headers)  # from loopback: a token set is needed all the same
+    assert response.status_code == 401
+    assert response["Content-Type"] == "application/json"
+    assert response.json()["code"] == "not_authenticated"
+    assert response["WWW-Authenticate"].startswith("Bearer")
+    assert "countersign_runs" not in response.content.decode()
+
+
+def test_the_right_bearer_token_opens_metrics_from_anywhere(client, settings):
+    settings.METRICS_TOKEN = "s3cret-metrics-token"
+    for scheme in ("Bearer", "bearer"):
+        response = client.get(
+            "/metrics", REMOTE_ADDR="203.0.113.7", headers={"Authorization": f"{scheme} s3cret-metrics-token"}
+        )
+        assert response.status_code == 200 and "countersign_runs" in response.content.decode()
+
+
+def test_the_token_is_compared_in_constant_time(client, settings, monkeypatch):
+    settings.METRICS_TOKEN = "s3cret-metrics-token"
+    compared = []
+    real = health.hmac.compare_digest
+
+    def spy(a, b):
+        compared.append((a, b))
+        return real(a, b)
+
+    monkeypatch.setattr(health.hmac, "compare_digest", spy)
+    assert client.get("/metrics", headers={"Authorization": "Bearer guess"}).status_code == 401
+    assert compared == [(b"guess", b"s3cret-metrics-token")]
 
 
 def test_a_database_that_does_not_answer_is_an_error_within_a_second(client, monkeypatch):

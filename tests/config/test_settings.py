@@ -22,6 +22,12 @@ ENV_NAMES = (
     "ALLOWED_HOSTS",
     "COUNTERSIGN_VAR_DIR",
     "COUNTERSIGN_FAST_PASSWORD_HASHER",
+    "TRUSTED_PROXIES",
+    "METRICS_TOKEN",
+    "SECURE_SSL_REDIRECT",
+    "SECURE_HSTS_SECONDS",
+    "EMAIL_HOST",
+    "EMAIL_BACKEND",
 )
 
 
@@ -91,6 +97,8 @@ def test_bad_database_url(monkeypatch, tmp_path, url):
         ("REDIS_URL", "http://localhost:6379", "is not a Redis URL: set REDIS_URL"),
         ("DEBUG", "maybe", "is not a boolean: set DEBUG"),
         ("CELERY_TASK_TIME_LIMIT", "soon", "is not an integer: set CELERY_TASK_TIME_LIMIT"),
+        ("TRUSTED_PROXIES", "10.0.0.5,proxy.internal", "'proxy.internal', which is not an IP address or network"),
+        ("SECURE_HSTS_SECONDS", "a year", "is not an integer: set SECURE_HSTS_SECONDS"),
     ],
 )
 def test_bad_values_name_the_variable(monkeypatch, tmp_path, name, value, message):
@@ -161,3 +169,25 @@ def test_the_suite_and_its_child_processes_hash_with_md5():
 
     assert make_user("hashed").password.startswith("md5$")
     assert live_env()["COUNTERSIGN_FAST_PASSWORD_HASHER"] == "1"
+
+
+def test_no_proxy_is_trusted_by_default(monkeypatch, tmp_path):
+    loaded = load_settings(monkeypatch, tmp_path, DEBUG="1")
+    assert loaded["TRUSTED_PROXIES"] == []
+    assert "SECURE_PROXY_SSL_HEADER" not in loaded  # X-Forwarded-Proto is nobody's to set
+    assert loaded["METRICS_TOKEN"] == ""
+    assert (loaded["SECURE_SSL_REDIRECT"], loaded["SECURE_HSTS_SECONDS"]) == (False, 0)
+
+
+def test_trusted_proxies_are_addresses_or_networks_and_their_scheme_counts(monkeypatch, tmp_path):
+    loaded = load_settings(monkeypatch, tmp_path, DEBUG="1", TRUSTED_PROXIES=" 10.0.0.5 , 10.1.0.0/16,::1")
+    assert loaded["TRUSTED_PROXIES"] == ["10.0.0.5", "10.1.0.0/16", "::1"]
+    assert loaded["SECURE_PROXY_SSL_HEADER"] == ("HTTP_X_FORWARDED_PROTO", "https")
+
+
+def test_escalation_mail_goes_over_smtp_when_a_host_is_set(monkeypatch, tmp_path):
+    console = load_settings(monkeypatch, tmp_path, DEBUG="1")
+    assert console["MAILERS"]["default"]["BACKEND"] == "django.core.mail.backends.console.EmailBackend"
+    smtp = load_settings(monkeypatch, tmp_path, DEBUG="1", EMAIL_HOST="smtp.example.com")
+    assert smtp["MAILERS"]["default"]["BACKEND"] == "django.core.mail.backends.smtp.EmailBackend"
+    assert smtp["MAILERS"]["default"]["OPTIONS"]["host"] == "smtp.example.com"

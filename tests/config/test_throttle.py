@@ -123,6 +123,55 @@ def test_the_admin_sign_in_is_limited_too(outsider):
     assert count("auth.login_failed") == LIMIT and count("auth.login.throttled") == 1
 
 
+# --- The key is the client's address as config/clients.py gives it -------------------------
+# (Against a real uvicorn process: tests/config/test_trust_live.py.)
+
+
+def test_a_forwarded_header_from_an_untrusted_peer_does_not_change_the_key(outsider):
+    for attempt in range(LIMIT):
+        response = Client(REMOTE_ADDR="10.0.7.1", HTTP_X_FORWARDED_FOR=f"192.0.2.{attempt}").post(
+            "/accounts/login/", {"username": f"guess{attempt}", "password": "wrong-password"}
+        )
+        assert response.status_code == 200
+    spoofed = {"REMOTE_ADDR": "10.0.7.1", "HTTP_X_FORWARDED_FOR": "192.0.2.200"}
+    page = Client(**spoofed).post("/accounts/login/", {"username": "outsider", "password": PASSWORD})
+    assert page.status_code == 429
+    token = APIClient(**spoofed).post("/api/v1/auth/token/", {"username": "outsider", "password": PASSWORD})
+    assert token.status_code == 429 and "token" not in token.json()
+    [event] = AuditEvent.objects.filter(action="auth.login.throttled")
+    assert (event.data["scope"], event.data["ip"]) == ("ip", "10.0.7.1")
+    assert set(AuditEvent.objects.filter(action="auth.login_failed").values_list("data__ip", flat=True)) == {"10.0.7.1"}
+
+
+def test_behind_a_trusted_proxy_the_forwarded_client_is_the_key(outsider, settings):
+    settings.TRUSTED_PROXIES = ["10.0.7.1"]
+
+    def via_proxy(client_ip: str) -> dict[str, str]:
+        # The client's own claim on the left; the proxy appends the address it saw.
+        return {"REMOTE_ADDR": "10.0.7.1", "HTTP_X_FORWARDED_FOR": f"198.51.100.99, {client_ip}"}
+
+    for attempt in range(LIMIT):
+        Client(**via_proxy("203.0.113.7")).post("/accounts/login/", {"username": f"guess{attempt}", "password": "x"})
+    assert set(AuditEvent.objects.filter(action="auth.login_failed").values_list("data__ip", flat=True)) == {
+        "203.0.113.7"
+    }
+    locked = Client(**via_proxy("203.0.113.7")).post("/accounts/login/", {"username": "outsider", "password": PASSWORD})
+    assert locked.status_code == 429
+    token = APIClient(**via_proxy("203.0.113.7")).post(
+        "/api/v1/auth/token/", {"username": "outsider", "password": PASSWORD}
+    )
+    assert token.status_code == 429
+    # Another client behind the same proxy is not locked out.
+    assert (
+        Client(**via_proxy("203.0.113.8"))
+        .post("/accounts/login/", {"username": "outsider", "password": PASSWORD})
+        .status_code
+        == 302
+    )
+    [signed_in] = AuditEvent.objects.filter(action="auth.login")
+    assert signed_in.data["ip"] == "203.0.113.8"
+
+
 def test_the_limits_live_in_redis_shared_by_every_process():
     assert isinstance(caches["default"], SharedRedisCache)
     other_process = caches.create_connection("default")  # its own client, as another process has

@@ -9,8 +9,9 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.models import Group, Permission, User
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from guardian.shortcuts import assign_perm
+from guardian.shortcuts import assign_perm, remove_perm
 
+from approvals.grants import SYSTEM, grants_by
 from audit.services import audited_atomic
 
 DEFAULT_DEMO_PASSWORD = "countersign-demo"
@@ -64,7 +65,9 @@ class Command(BaseCommand):
                 "machine, or pass --force if you really want demo users here."
             )
         # The chain lock first: the seed writes audit events after it has changed rows.
-        with audited_atomic():
+        # The demo's groups and review rights are the deployment's, not any user's own grant
+        # (approvals.grants): reviewer1 and reviewer2 may decide.
+        with audited_atomic(), grants_by(SYSTEM):
             users = {spec.username: self.user_upsert(spec) for spec in DEMO_USERS}
             lines = self.agents_seed()
             lines += self.grants(users)
@@ -85,6 +88,9 @@ class Command(BaseCommand):
         user.save()
         # The roles migration creates the groups; get_or_create keeps this working without it.
         group, _ = Group.objects.get_or_create(name=spec.group)
+        # Removed and added again, so the membership is recorded as the system's even in a
+        # database seeded before grants were recorded (approvals.grants).
+        user.groups.remove(group)
         user.groups.add(group)
         return user
 
@@ -102,6 +108,7 @@ class Command(BaseCommand):
         operator = users["operator"]
         for agent in agents:
             for reviewer in (users["reviewer1"], users["reviewer2"]):
+                remove_perm("review_agent", reviewer, agent)  # recorded anew as the system's, as above
                 assign_perm("review_agent", reviewer, agent)
             assign_perm("start_run", operator, agent)
         codenames = [f"use_{name}" for name in registry]

@@ -1,4 +1,4 @@
-"""Django's ``flush``, aware of the audit log's TRUNCATE guard on PostgreSQL.
+"""Django's ``flush``, aware of the audit log's guard (TRUNCATE on PostgreSQL, DELETE on SQLite).
 
 Outside the test environment flush refuses (on every database, for one behaviour) to empty a non-empty audit log unless
 ``--allow-audit-truncate`` is given. In the test environment (Django's test runner,
@@ -25,7 +25,7 @@ class Command(FlushCommand):
         parser.add_argument(
             "--allow-audit-truncate",
             action="store_true",
-            help="Empty the append-only audit log as well (PostgreSQL refuses it otherwise).",
+            help="Empty the append-only audit log as well (the database refuses it otherwise).",
         )
 
     def handle(self, **options: Any) -> None:

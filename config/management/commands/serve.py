@@ -25,7 +25,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from agents.management.commands.seed_demo import DEMO_USERS, demo_logins
 from audit.redaction import url_masked
-from config.embedded import EmbeddedRedis, EmbeddedRedisError, kill_group, spawn
+from config.embedded import EmbeddedRedis, EmbeddedRedisError, kill_group, spawn, uvicorn_command
 
 READY_TIMEOUT_SECONDS = 60.0
 # Celery finishes the task in hand on SIGTERM; tasks are acked late and safe to run again,
@@ -118,11 +118,7 @@ class Command(BaseCommand):
     def children(self, *, host: str, port: int, concurrency: int) -> list[Child]:
         python = sys.executable
         return [
-            Child(
-                "web (uvicorn)",
-                [python, "-m", "uvicorn", "config.asgi:application", "--host", host, "--port", str(port)]
-                + ["--lifespan", "off", "--timeout-graceful-shutdown", "5"],
-            ),
+            Child("web (uvicorn)", uvicorn_command(host=host, port=port)),
             Child(
                 "celery worker",
                 [python, "-m", "celery", "-A", "config", "worker", "-Q", settings.CELERY_WORKER_QUEUES]

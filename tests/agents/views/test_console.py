@@ -138,3 +138,13 @@ def test_reviewer_assignments_grant_and_revoke(support_agent, operator, reviewer
     ]
     assert client.post("/console/assignments/", {**data, "reviewer": "ghost"}).status_code == 400
     assert AuditEvent.objects.filter(action__startswith="approvals.reviewer.").count() == 2
+
+
+def test_an_operator_cannot_grant_themselves_review(support_agent, operator):
+    client = client_for(operator)
+    data = {"reviewer": operator.username, "agent": support_agent.slug, "granted": "1", "reason": "short-staffed"}
+    response = client.post("/console/assignments/", data)
+    assert response.status_code == 403
+    assert "Nobody grants review rights to themselves" in response.text  # the console page shows why
+    assert not type(operator).objects.get(pk=operator.pk).has_perm("agents.review_agent", support_agent)
+    assert not AuditEvent.objects.filter(action__startswith="approvals.reviewer.").exists()
