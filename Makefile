@@ -7,6 +7,8 @@ STAMP := $(VENV)/.requirements.stamp
 DEV_STAMP := $(VENV)/.requirements-dev.stamp
 PORT ?= 8000
 PYTEST_ARGS ?=
+# Where a test run keeps its database and Redis socket; two runs at once need two.
+TEST_VAR ?= var/test
 
 # Django 6.1 needs Python 3.12 or newer; `python3` is often older. The first candidate that
 # runs and is new enough wins (a pyenv shim that cannot run is skipped). Override: make PYTHON=...
@@ -27,7 +29,7 @@ run: $(STAMP)
 
 # Tests keep their own database and Redis socket: they never touch the dev data of `make run`.
 test: $(DEV_STAMP)
-	DEBUG=1 COUNTERSIGN_VAR_DIR=$(CURDIR)/var/test $(VPY) -m pytest $(PYTEST_ARGS)
+	DEBUG=1 COUNTERSIGN_VAR_DIR=$(CURDIR)/$(TEST_VAR) $(VPY) -m pytest $(PYTEST_ARGS)
 
 lint: $(DEV_STAMP)
 	$(VPY) -m ruff check .

@@ -3,13 +3,18 @@
 A client connects to ``/ws/inbox/?last_seq=N``. The consumer joins the groups of the agents
 the user may review, then replays the stored events after ``N``, then forwards live ones.
 It never writes: decisions are POSTs with CSRF.
+
+A client resumes from the highest seq it received, so a socket sends seqs in increasing order
+with none of the user's events missing below the last one sent. Events commit in seq order
+(approvals/notify.py), but their pushes come from different processes and may overtake one
+another, or be lost: each push names the seq of the event before it, and when that one is
+above what this socket has accounted for, the events in between are read and sent first.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections import deque
 from importlib import import_module
 from urllib.parse import parse_qs
 
@@ -24,8 +29,6 @@ from approvals.selectors import agent_ids_reviewable_by, inbox_events_since
 from audit.types import AnyUser, JSONObject
 
 REPLAY_BATCH = 500
-# How many sent seqs a connection remembers to drop duplicates (replayed, then pushed live).
-SENT_MEMORY = 5000
 UNAUTHENTICATED = 4401
 FORBIDDEN = 4403
 # A grant or revocation made in the console reaches open sockets at once (a message to the
@@ -59,8 +62,9 @@ def _current_access(user_id: int, session_key: str | None) -> list[int] | None:
     return agent_ids_reviewable_by(user=user)
 
 
-def _replay_batch(user: AnyUser, after: int) -> list[JSONObject]:
-    return [event_message(event) for event in inbox_events_since(user=user, last_seq=after, limit=REPLAY_BATCH)]
+def _replay_batch(user: AnyUser, after: int, before: int | None = None) -> list[JSONObject]:
+    events = inbox_events_since(user=user, last_seq=after, before=before, limit=REPLAY_BATCH)
+    return [event_message(event) for event in events]
 
 
 class InboxConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]  # channels ships no types: its classes are Any
@@ -70,14 +74,15 @@ class InboxConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]  # channe
             await self.close(code=UNAUTHENTICATED)
             return
         self.user: AnyUser = user
-        self.sent: set[int] = set()
-        self.sent_order: deque[int] = deque()
         last_seq = _last_seq(self.scope.get("query_string", b""))
         self.agent_ids: set[int] = set()
         self.joined: set[str] = set()
+        # Every event up to this seq is with the client, sent here or before (its last_seq), or
+        # not the user's to see.
+        self.head = last_seq
         agent_ids = await database_sync_to_async(agent_ids_reviewable_by)(user=user)
         # Join before replaying: an event committed during the replay is either in the replay
-        # or queued for this channel; the seqs already sent drop the one seen twice.
+        # or queued for this channel; the head drops the one seen twice.
         await self.channel_layer.group_add(user_group(user.pk), self.channel_name)
         self.joined.add(user_group(user.pk))
         await self._set_access(agent_ids)
@@ -86,14 +91,7 @@ class InboxConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]  # channe
         self.access_timer = asyncio.create_task(self._recheck_periodically())
         # Handlers run one at a time, so live events queue in the channel layer until the
         # replay below has finished: the client sees stored events first, in seq order.
-        after = last_seq
-        while True:
-            batch = await database_sync_to_async(_replay_batch)(user, after)
-            for message in batch:
-                await self._forward(message)
-            if len(batch) < REPLAY_BATCH:
-                break
-            after = batch[-1]["seq"]
+        await self._send_stored(before=None)
 
     async def disconnect(self, code: int) -> None:
         timer = getattr(self, "access_timer", None)
@@ -135,7 +133,19 @@ class InboxConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]  # channe
             return
         if event.get("agent_id") not in self.agent_ids:
             return
+        prev_seq = event.get("prev_seq")
+        if prev_seq is not None and prev_seq > self.head and event["message"]["seq"] > self.head:
+            await self._send_stored(before=event["message"]["seq"])  # an earlier push is late or lost
         await self._forward(event["message"])
+
+    async def _send_stored(self, *, before: int | None) -> None:
+        """Send the user's stored events after ``head`` (and before ``before``), in seq order."""
+        while True:
+            batch = await database_sync_to_async(_replay_batch)(self.user, self.head, before)
+            for message in batch:
+                await self._forward(message)
+            if len(batch) < REPLAY_BATCH:
+                return
 
     async def _recheck_periodically(self) -> None:
         while True:
@@ -147,11 +157,7 @@ class InboxConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]  # channe
         await self._recheck_access()
 
     async def _forward(self, message: JSONObject) -> None:
-        seq = message["seq"]
-        if seq in self.sent:
-            return
-        self.sent.add(seq)
-        self.sent_order.append(seq)
-        if len(self.sent_order) > SENT_MEMORY:
-            self.sent.discard(self.sent_order.popleft())
+        if message["seq"] <= self.head:
+            return  # sent already (replayed, then pushed live)
         await self.send_json(message)
+        self.head = message["seq"]

@@ -202,15 +202,21 @@ class Decision(models.Model):
 
 
 class InboxEvent(models.Model):
-    """What the websocket pushed, in order: its id is the monotonic ``seq`` clients resume from."""
+    """What the websocket pushed, in order: its id is the monotonic ``seq`` clients resume from.
+
+    Events commit in seq order (approvals/notify.py), and each names the seq of the event before
+    it, so that a socket can tell a push that overtook an earlier one (approvals/consumers.py)."""
 
     type = models.CharField(max_length=40)
     approval = models.ForeignKey(ApprovalRequest, on_delete=models.CASCADE, related_name="events")
     agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="+")
+    prev_seq = models.BigIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["id"]
+        # The events of a reviewer's agents after a seq (replays and gap fills).
+        indexes = [models.Index(fields=["agent", "id"], name="inboxevent_agent_seq")]
 
     def __str__(self) -> str:
         return f"#{self.pk} {self.type}"

@@ -14,7 +14,7 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.core.mail import EmailMessage
-from django.db import transaction
+from django.db import connection, transaction
 
 from approvals.events import agent_group, event_message, user_group
 from approvals.models import ApprovalRequest, InboxEvent
@@ -24,9 +24,25 @@ from config.doorbell import DELIVER_WEBHOOK, ring
 logger = logging.getLogger(__name__)
 
 
+# Names the advisory lock that makes inbox events commit in seq order on PostgreSQL.
+INBOX_LOCK_KEY = 0x496E6278  # "Inbx"
+
+
+def _lock_inbox() -> None:
+    """Held until the caller's transaction ends, so events commit in the order of their seqs: a
+    socket handed seq N has had every earlier event committed before it (approvals/consumers.py
+    relies on it). Taken after the audit chain lock, which every caller holds already. SQLite
+    writers are serialized for their whole transaction (IMMEDIATE): nothing to take."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [INBOX_LOCK_KEY])
+
+
 def inbox_event_publish(*, approval: ApprovalRequest, type: str) -> InboxEvent:
     """Store the event (its id is the seq) inside the caller's transaction; push it after commit."""
-    event = InboxEvent.objects.create(type=type, approval=approval, agent_id=approval.agent_id)
+    _lock_inbox()
+    prev_seq = InboxEvent.objects.order_by("-pk").values_list("pk", flat=True).first()
+    event = InboxEvent.objects.create(type=type, approval=approval, agent_id=approval.agent_id, prev_seq=prev_seq)
     # After commit: a client told about an approval must be able to read it at once.
     transaction.on_commit(lambda: _push(event.pk))
     return event
@@ -50,7 +66,12 @@ def _push(event_id: int) -> None:
     try:
         _group_send(
             agent_group(event.agent_id),
-            {"type": "inbox.event", "agent_id": event.agent_id, "message": event_message(event)},
+            {
+                "type": "inbox.event",
+                "agent_id": event.agent_id,
+                "prev_seq": event.prev_seq,
+                "message": event_message(event),
+            },
         )
     except Exception:
         # The websocket is only a notification: clients catch up from the stored seq.

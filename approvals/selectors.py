@@ -72,12 +72,14 @@ def approval_list_for_reviewer(
     return queryset.order_by("-created_at", "-id")
 
 
-def inbox_events_since(*, user: AnyUser, last_seq: int, limit: int = 500) -> list[InboxEvent]:
-    return list(
-        InboxEvent.objects.filter(pk__gt=last_seq, agent__in=agents_reviewable_by(user=user))
-        .select_related("approval__agent", "approval__decided_by")
-        .order_by("pk")[:limit]
-    )
+def inbox_events_since(
+    *, user: AnyUser, last_seq: int, before: int | None = None, limit: int = 500
+) -> list[InboxEvent]:
+    """The events of the agents the user may review after ``last_seq`` (and before ``before``)."""
+    events = InboxEvent.objects.filter(pk__gt=last_seq, agent__in=agents_reviewable_by(user=user))
+    if before is not None:
+        events = events.filter(pk__lt=before)
+    return list(events.select_related("approval__agent", "approval__decided_by").order_by("pk")[:limit])
 
 
 def business_rules() -> QuerySet[BusinessRule]:

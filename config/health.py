@@ -6,7 +6,6 @@ import asyncio
 import copy
 import hmac
 import logging
-import uuid
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -91,9 +90,15 @@ async def _channel_layer_roundtrip() -> None:
     layer = get_channel_layer()
     if layer is None:
         raise RuntimeError("no channel layer configured")
-    channel = f"healthz.{uuid.uuid4().hex}"
+    channel = await layer.new_channel("healthz.")
     await layer.send(channel, {"type": "healthz.ping"})
     await layer.receive(channel)
+    # The pub/sub layer forgets a channel when a receive on it is cancelled (a consumer leaving):
+    # without this, each probe would leave a subscription behind in the serving process.
+    parting = asyncio.ensure_future(layer.receive(channel))
+    await asyncio.sleep(0)  # one turn of the loop: the receive is waiting on its queue
+    parting.cancel()
+    await asyncio.gather(parting, return_exceptions=True)
 
 
 def check_channel_layer() -> None:

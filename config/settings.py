@@ -139,6 +139,9 @@ def database_from_env() -> dict[str, Any]:
         }
     scheme = urlparse(url).scheme
     if scheme in {"postgres", "postgresql", "pgsql"}:
+        if os.environ.get("COUNTERSIGN_SERVER") == "asgi":
+            return postgres_pooled(url)
+        # Workers and commands: one thread per process, so one persistent connection each.
         config: dict[str, Any] = dict(dj_database_url.parse(url, conn_max_age=600, conn_health_checks=True))
         config["ENGINE"] = "django.db.backends.postgresql"
         return config
@@ -151,6 +154,28 @@ def database_from_env() -> dict[str, Any]:
         "postgres://user:password@host:5432/name (or sqlite:////absolute/path.sqlite3), "
         "or unset it for the embedded SQLite default."
     )
+
+
+def postgres_pooled(url: str) -> dict[str, Any]:
+    """The ASGI server's database: a bounded pool (psycopg_pool) instead of persistent connections.
+
+    Under ASGI each request's sync code runs in a thread of its own, and a persistent connection
+    stays with the thread it was opened in: the server's connections grew with its requests
+    until PostgreSQL refused new clients (tests/faults/test_connections.py). A pooled connection
+    goes back to the pool when the request ends; a request finding all of them busy waits up to
+    DATABASE_POOL_TIMEOUT_SECONDS, and each connection is checked before it is lent (a restarted
+    PostgreSQL closes them all)."""
+    from psycopg_pool import ConnectionPool
+
+    config: dict[str, Any] = dict(dj_database_url.parse(url, conn_max_age=0))
+    config["ENGINE"] = "django.db.backends.postgresql"
+    config.setdefault("OPTIONS", {})["pool"] = {
+        "min_size": env_int("DATABASE_POOL_MIN_SIZE", 2, minimum=1),
+        "max_size": env_int("DATABASE_POOL_MAX_SIZE", 10, minimum=1),
+        "timeout": env_int("DATABASE_POOL_TIMEOUT_SECONDS", 10, minimum=1),
+        "check": ConnectionPool.check_connection,
+    }
+    return config
 
 
 DATABASES = {"default": database_from_env()}
@@ -185,8 +210,10 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_DEFAULT_QUEUE = "default"
 # Seconds a publish waits for the broker's answer (see the transport options below).
 BROKER_TIMEOUT_SECONDS = env_int("BROKER_TIMEOUT_SECONDS", 2, minimum=2)
-# Resumes after a reviewer's decision are served before new runs: the worker listens on
-# "resumes,runs,default" and the priority strategy drains queues in that order.
+# The sweep comes first (it rings for lost doorbells, expired leases and overdue approvals, and
+# must keep its period under a burst of runs), then resumes after a reviewer's decision, then
+# new runs: the worker listens on "sweeps,resumes,runs,default" and the priority strategy
+# drains queues in that order.
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     "queue_order_strategy": "priority",
     # A task not acknowledged within this time is redelivered (worker lost mid-task).
@@ -202,21 +229,30 @@ CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "inte
 CELERY_TASK_ROUTES = {
     "agents.tasks.advance_run": {"queue": "runs"},
     "agents.tasks.resume_run": {"queue": "resumes"},
+    "agents.tasks.sweep": {"queue": "sweeps"},
 }
-CELERY_WORKER_QUEUES = "resumes,runs,default"
+CELERY_WORKER_QUEUES = "sweeps,resumes,runs,default"
 SWEEP_INTERVAL_SECONDS = env_int("SWEEP_INTERVAL_SECONDS", 10, minimum=1)
 CELERY_BEAT_SCHEDULE = {
-    "sweep": {"task": "agents.tasks.sweep", "schedule": float(SWEEP_INTERVAL_SECONDS)},
+    # A sweep still queued when the next is due is dropped: one sweep does all that is due.
+    "sweep": {
+        "task": "agents.tasks.sweep",
+        "schedule": float(SWEEP_INTERVAL_SECONDS),
+        "options": {"expires": float(SWEEP_INTERVAL_SECONDS)},
+    },
 }
 
+# Redis pub/sub (config/channel_layer.py): each socket's messages wait in a queue of its own process. The list-based
+# RedisChannelLayer pops a group message once per process for all its sockets, and a socket
+# that disconnected at that moment lost it for every other socket of the process
+# (tests/faults/test_channel_layer.py). What a socket misses while it is away, the inbox
+# replays from the stored seq when it reconnects.
 CHANNEL_LAYERS = {
     "default": {
-        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "BACKEND": "config.channel_layer.PubSubChannelLayer",
         "CONFIG": {
             # No socket timeout: an idle websocket's subscription must not be dropped.
             "hosts": [{"address": REDIS_URL, "socket_timeout": None, "max_connections": 1000}],
-            "capacity": 1500,
-            "expiry": 60,
         },
     }
 }

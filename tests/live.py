@@ -327,7 +327,7 @@ def _live_worker(django_db_setup: None, embedded_redis: EmbeddedRedis | None) ->
 
 @pytest.fixture
 def celery_worker(_live_worker: CeleryWorker, transactional_db: None) -> Iterator[CeleryWorker]:
-    """A real ``celery -A config worker -Q resumes,runs,default -c 2`` process on the test database.
+    """A real ``celery -A config worker -Q sweeps,resumes,runs,default -c 2`` process on the test database.
 
     Requests ``transactional_db``: the worker is another process and sees only committed
     rows. Use ``@pytest.mark.django_db(transaction=True)`` on such tests for clarity.

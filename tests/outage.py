@@ -70,7 +70,7 @@ def broker_hanging(*, channel_layer_too: bool = False) -> Iterator[None]:
         listener.bind(("127.0.0.1", 0))
         listener.listen(64)
         url = f"redis://127.0.0.1:{listener.getsockname()[1]}/0"
-        layers = {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [url]}}}
+        layers = {"default": {"BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer", "CONFIG": {"hosts": [url]}}}
         with celery_broker(url), override_settings(**({"CHANNEL_LAYERS": layers} if channel_layer_too else {})):
             yield
 

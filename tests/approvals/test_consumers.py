@@ -141,6 +141,33 @@ def test_replay_since_last_seq_then_live_without_duplicates(support_agent, start
     async_to_sync(scenario)()
 
 
+def test_a_push_that_overtook_a_lost_one_brings_it_first(support_agent, starter, assigned_reviewer, monkeypatch):
+    """Pushes come from different processes: one may be late or lost. The next push names the
+    event before it, so the socket reads what it has not sent and keeps seqs in order."""
+    from approvals import notify
+
+    async def scenario():
+        socket = communicator(assigned_reviewer, last_seq=0)
+        assert (await socket.connect(timeout=TIMEOUT))[0]
+        push = notify._push
+        monkeypatch.setattr(notify, "_push", lambda event_id: None)  # this one's push is lost
+        _, lost = await database_sync_to_async(create_approval)(support_agent, starter, 1)
+        monkeypatch.setattr(notify, "_push", push)
+        _, pushed = await database_sync_to_async(create_approval)(support_agent, starter, 2)
+        received = [await socket.receive_json_from(timeout=TIMEOUT) for _ in range(2)]
+        assert [m["seq"] for m in received] == [lost, pushed]
+        assert [m["approval"]["arguments"]["amount"] for m in received] == [1, 2]
+
+        # the lost push arriving after all changes nothing
+        await database_sync_to_async(push)(lost)
+        assert await socket.receive_nothing(timeout=0.3)
+        await socket.disconnect()
+
+    async_to_sync(scenario)()
+    chain = list(InboxEvent.objects.order_by("pk").values_list("pk", "prev_seq"))
+    assert [prev for _, prev in chain] == [None, *[pk for pk, _ in chain[:-1]]]
+
+
 def test_replay_runs_past_one_batch(support_agent, starter, assigned_reviewer, monkeypatch):
     monkeypatch.setattr(consumers, "REPLAY_BATCH", 2)
 

@@ -51,8 +51,9 @@ def test_worker_survives_a_kill_and_restart(celery_worker):
     assert pool_parent(ping_roundtrip()["pid"]) == celery_worker.proc.pid
 
 
-def test_queues_are_routed_and_drained_resumes_first(settings):
-    assert settings.CELERY_WORKER_QUEUES == "resumes,runs,default"
+def test_queues_are_routed_and_drained_sweeps_then_resumes_first(settings):
+    assert settings.CELERY_WORKER_QUEUES == "sweeps,resumes,runs,default"
     assert settings.CELERY_TASK_ROUTES["agents.tasks.resume_run"] == {"queue": "resumes"}
     assert settings.CELERY_TASK_ROUTES["agents.tasks.advance_run"] == {"queue": "runs"}
+    assert settings.CELERY_TASK_ROUTES["agents.tasks.sweep"] == {"queue": "sweeps"}
     assert settings.CELERY_BROKER_TRANSPORT_OPTIONS["queue_order_strategy"] == "priority"

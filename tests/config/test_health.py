@@ -38,7 +38,7 @@ def test_unreachable_broker_is_named(client, settings):
 def test_unreachable_channel_layer_is_named(client, settings):
     settings.CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
             "CONFIG": {"hosts": [{"address": dead_redis_url(), "socket_timeout": None}]},
         }
     }

@@ -52,7 +52,7 @@ def test_embedded_default_is_sqlite_and_a_private_redis_socket(monkeypatch, tmp_
     assert loaded["REDIS_URL"] == f"unix://{tmp_path / 'redis.sock'}"
     assert loaded["CELERY_BROKER_URL"] == f"redis+socket://{tmp_path / 'redis.sock'}"
     layer = loaded["CHANNEL_LAYERS"]["default"]
-    assert layer["BACKEND"] == "channels_redis.core.RedisChannelLayer"
+    assert layer["BACKEND"] == "config.channel_layer.PubSubChannelLayer"
     # redis-py 8 / channels-redis: a socket timeout drops idle websockets.
     assert layer["CONFIG"]["hosts"][0]["socket_timeout"] is None
 
