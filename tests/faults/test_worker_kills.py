@@ -27,7 +27,7 @@ from tests.live import wait_until
 pytestmark = [pytest.mark.faults, pytest.mark.live, pytest.mark.django_db(transaction=True)]
 
 KILLS = int(os.environ.get("FAULTS_KILLS", "52"))  # at least 50 in this scenario alone
-WHOLE_WORKER_SHARE = 0.35  # the rest kill the pool processes only
+WHOLE_WORKER_SHARE = 0.25  # the rest kill the pool processes only (a whole worker takes seconds to restart)
 KILL_PHASE_SECONDS = 240  # a bound: the phase fails rather than run on (about 90 s on an idle 2-core machine)
 REFUNDS = 5
 IN_FLIGHT = 6  # the loader waits while this many runs are queued or running
