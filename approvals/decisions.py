@@ -27,7 +27,7 @@ from approvals.models import (
     DecisionVerdict,
     Verdict,
 )
-from approvals.notify import escalation_mail, inbox_event_publish, webhook_enqueue
+from approvals.notify import escalation_mail, inbox_event_publish, webhook_enqueue, webhooks_ring_lost
 from approvals.policy import CheckpointVerdict, RunContext, checkpoint_verdict
 from approvals.selectors import review_granted_by_another, user_may_review
 from audit.services import audit_record, audited_atomic
@@ -260,7 +260,8 @@ def approval_requests_cancel_for_run(*, run: Run, reason: str) -> int:
 
 
 def approvals_sweep(*, now: datetime | None = None) -> dict[str, int]:
-    """Escalate requests past their SLA; apply the agent's expiry action past the deadline."""
+    """Escalate requests past their SLA; apply the agent's expiry action past the deadline; ring again
+    for webhooks whose task never reached a worker."""
     now = now or timezone.now()
     expired = 0
     for approval_id in ApprovalRequest.objects.filter(status=ApprovalStatus.PENDING, deadline__lt=now).values_list(
@@ -272,7 +273,7 @@ def approvals_sweep(*, now: datetime | None = None) -> dict[str, int]:
         status=ApprovalStatus.PENDING, escalate_at__lt=now, escalated_at__isnull=True
     ).values_list("pk", flat=True):
         escalated += approval_request_escalate(approval_id=approval_id, now=now)
-    return {"expired": expired, "escalated": escalated}
+    return {"expired": expired, "escalated": escalated, "webhooks_rung": webhooks_ring_lost(now=now)}
 
 
 def approval_request_expire(*, approval_id: int, now: datetime | None = None) -> int:

@@ -230,6 +230,8 @@ class WebhookDelivery(models.Model):
     attempts = models.PositiveSmallIntegerField(default=0)
     delivered_at = models.DateTimeField(null=True, blank=True)
     error = models.TextField(blank=True)
+    # The broker refused its task: the sweeper rings it again at its next period.
+    enqueue_lost = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import datetime, timedelta
 from typing import Any
 
 from asgiref.sync import async_to_sync
@@ -15,11 +16,12 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.core.mail import EmailMessage
 from django.db import connection, transaction
+from django.db.models import Q
 
 from approvals.events import agent_group, event_message, user_group
-from approvals.models import ApprovalRequest, InboxEvent
+from approvals.models import ApprovalRequest, InboxEvent, WebhookDelivery
 from approvals.webhooks import webhook_delivery_create
-from config.doorbell import DELIVER_WEBHOOK, ring
+from config.doorbell import DELIVER_WEBHOOK, ring, send
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +98,27 @@ def webhook_enqueue(*, approval: ApprovalRequest, event: str) -> None:
         return
     delivery = webhook_delivery_create(approval=approval, event=event)
     # In its own task: a slow or failing receiver never blocks a decision.
-    ring(DELIVER_WEBHOOK, delivery.pk)
+    ring(DELIVER_WEBHOOK, delivery.pk, on_failure=lambda: _mark_enqueue_lost(delivery.pk))
+
+
+def _mark_enqueue_lost(delivery_id: int) -> None:
+    WebhookDelivery.objects.filter(pk=delivery_id).update(enqueue_lost=True)
+
+
+def webhooks_ring_lost(*, now: datetime) -> int:
+    """Ring again for deliveries whose task never reached a worker: the broker refused it (marked),
+    or it was lost after commit (never attempted after RUN_REQUEUE_AFTER_SECONDS). A copy rung
+    twice posts nothing once another has delivered (the task skips a delivered one)."""
+    stale = now - timedelta(seconds=settings.RUN_REQUEUE_AFTER_SECONDS)
+    lost = list(
+        WebhookDelivery.objects.filter(
+            Q(enqueue_lost=True) | Q(created_at__lt=stale), delivered_at__isnull=True, attempts=0
+        ).values_list("pk", flat=True)[:500]
+    )
+    for delivery_id in lost:
+        WebhookDelivery.objects.filter(pk=delivery_id).update(enqueue_lost=False)
+        send(DELIVER_WEBHOOK, delivery_id, on_failure=lambda pk=delivery_id: _mark_enqueue_lost(pk))
+    return len(lost)
 
 
 def escalation_mail(*, approval_id: int, recipients: list[str]) -> None:

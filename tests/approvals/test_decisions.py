@@ -160,8 +160,8 @@ def test_expiry_applies_the_default_action_once(support_agent, starter, assigned
 
     approval = waiting_refund(support_agent, starter)
     later = timezone.now() + timedelta(seconds=support_agent.approval_deadline_seconds + 1)
-    assert approvals_sweep(now=later) == {"expired": 1, "escalated": 0}
-    assert approvals_sweep(now=later) == {"expired": 0, "escalated": 0}
+    assert approvals_sweep(now=later) == {"expired": 1, "escalated": 0, "webhooks_rung": 0}
+    assert approvals_sweep(now=later) == {"expired": 0, "escalated": 0, "webhooks_rung": 0}
     approval.refresh_from_db()
     assert approval.status == ApprovalStatus.EXPIRED
     assert AuditEvent.objects.filter(action="approvals.request.expired").count() == 1

@@ -90,3 +90,33 @@ def test_failing_receiver_never_blocks_a_decision(support_agent, starter, assign
         receiver.close()
     delivery.refresh_from_db()
     assert delivery.status_code == 500 and delivery.delivered_at is None and delivery.attempts >= 1
+
+
+def test_a_webhook_the_broker_refused_is_rung_at_the_next_sweep(
+    support_agent, starter, assigned_reviewer, monkeypatch, django_capture_on_commit_callbacks
+):
+    from approvals.decisions import approval_request_decide, approvals_sweep
+    from config import doorbell
+    from tests.outage import broker_refusing
+
+    support_agent.webhook_url = "http://127.0.0.1:9/hook"
+    support_agent.webhook_secret = "s"
+    support_agent.save()
+    with broker_refusing(), django_capture_on_commit_callbacks(execute=True):
+        approval = waiting_refund(support_agent, starter)
+        approval_request_decide(approval=approval, reviewer=assigned_reviewer, verdict="approve")
+    lost = WebhookDelivery.objects.order_by("pk")
+    assert [(d.event, d.enqueue_lost, d.attempts) for d in lost] == [
+        ("approval.created", True, 0),
+        ("approval.decided", True, 0),
+    ]
+
+    rung: list[int] = []
+    monkeypatch.setattr(
+        doorbell.app, "send_task", lambda name, args: rung.append(args[0]) if name == doorbell.DELIVER_WEBHOOK else None
+    )
+    assert approvals_sweep()["webhooks_rung"] == 2
+    assert rung == [d.pk for d in lost]
+    assert not WebhookDelivery.objects.filter(enqueue_lost=True).exists()
+    # rung once: the next sweep finds nothing (the deliveries are young and no longer marked)
+    assert approvals_sweep()["webhooks_rung"] == 0 and len(rung) == 2
