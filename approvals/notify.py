@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 from asgiref.sync import async_to_sync
@@ -117,7 +118,7 @@ def webhooks_ring_lost(*, now: datetime) -> int:
     )
     for delivery_id in lost:
         WebhookDelivery.objects.filter(pk=delivery_id).update(enqueue_lost=False)
-        send(DELIVER_WEBHOOK, delivery_id, on_failure=lambda pk=delivery_id: _mark_enqueue_lost(pk))
+        send(DELIVER_WEBHOOK, delivery_id, on_failure=partial(_mark_enqueue_lost, delivery_id))
     return len(lost)
 
 
