@@ -181,6 +181,8 @@ class Step(models.Model):
     verdict = models.CharField(max_length=20, blank=True)
     verdict_reason = models.TextField(blank=True)
     latency_ms = models.PositiveIntegerField(default=0)
+    # The model that answered a reasoning step (empty for the scripted reasoner): whose tokens and cost these are.
+    model = models.CharField(max_length=100, blank=True)
     prompt_tokens = models.PositiveIntegerField(default=0)
     completion_tokens = models.PositiveIntegerField(default=0)
     cost = models.DecimalField(max_digits=12, decimal_places=6, default=Decimal("0"))
@@ -262,6 +264,30 @@ class ToolCall(models.Model):
         return f"{self.tool} at step {self.step} of run {self.run_id}"
 
 
+class GuardrailHitRecord(models.Model):
+    """One guardrail hit, at the step that met it: a proposal's arguments (its tool-call step),
+    a tool's output (its observation step) or the final answer (its reasoning step)."""
+
+    class Stage(models.TextChoices):
+        ARGUMENTS = "arguments"
+        OUTPUT = "output"
+        FINAL = "final"
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="guardrail_hits")
+    step = models.PositiveIntegerField(help_text="Index of the step the hit was met at.")
+    stage = models.CharField(max_length=10, choices=Stage.choices)
+    tool = models.CharField(max_length=100, blank=True)
+    name = models.CharField(max_length=100, help_text="The guardrail check, e.g. safety, url_domain.")
+    effect = models.CharField(max_length=10, help_text="flag or block")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["run", "step", "id"]
+
+    def __str__(self) -> str:
+        return f"guardrail {self.name} ({self.effect}) at step {self.step} of run {self.run_id}"
+
+
 class IdempotencyKey(models.Model):
     """A client's ``Idempotency-Key`` on a start of a run, and the answer it got (agents.idempotency).
 
@@ -295,6 +321,7 @@ __all__ = [
     "TOOL_CALL_MOVES",
     "Agent",
     "AutonomyLevel",
+    "GuardrailHitRecord",
     "IdempotencyKey",
     "KnowledgeArticle",
     "LedgerEntry",

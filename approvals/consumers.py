@@ -27,6 +27,7 @@ from django.utils.crypto import constant_time_compare
 from approvals.events import agent_group, event_message, user_group
 from approvals.selectors import agent_ids_reviewable_by, inbox_events_since
 from audit.types import AnyUser, JSONObject
+from config.websocket_count import websocket_closed, websocket_opened
 
 REPLAY_BATCH = 500
 UNAUTHENTICATED = 4401
@@ -87,6 +88,7 @@ class InboxConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]  # channe
         self.joined.add(user_group(user.pk))
         await self._set_access(agent_ids)
         await self.accept()
+        await websocket_opened(self.channel_name)
         # Also on a timer: a socket with no traffic still notices a sign-out or a new grant.
         self.access_timer = asyncio.create_task(self._recheck_periodically())
         # Handlers run one at a time, so live events queue in the channel layer until the
@@ -94,6 +96,7 @@ class InboxConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]  # channe
         await self._send_stored(before=None)
 
     async def disconnect(self, code: int) -> None:
+        await websocket_closed(self.channel_name)
         timer = getattr(self, "access_timer", None)
         if timer is not None:
             timer.cancel()

@@ -3,7 +3,9 @@ a message that names the variable and what to set. Imports no app code."""
 
 from __future__ import annotations
 
+import json
 import os
+from decimal import Decimal
 from urllib.parse import urlsplit, urlunsplit
 
 from django.core.exceptions import ImproperlyConfigured
@@ -46,3 +48,31 @@ def env_int(name: str, default: int, *, minimum: int = 0) -> int:
 
 def env_list(name: str, default: str) -> list[str]:
     return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
+
+
+def env_prices(name: str) -> dict[str, tuple[Decimal, Decimal]]:
+    """A JSON object of model prices per 1,000 tokens: ``{"gpt-4o": {"prompt": 0.0025, "completion": 0.01}}``."""
+    raw = os.environ.get(name, "")
+    if not raw.strip():
+        return {}
+    shape = f'set {name} to a JSON object such as {{"gpt-4o": {{"prompt": 0.0025, "completion": 0.01}}}}'
+    try:
+        value = json.loads(raw, parse_float=Decimal, parse_int=Decimal)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name} is not valid JSON ({exc}): {shape}.") from None
+    if not isinstance(value, dict):
+        raise ImproperlyConfigured(f"{name} is not a JSON object: {shape}.")
+    prices: dict[str, tuple[Decimal, Decimal]] = {}
+    for model, price in value.items():
+        if (
+            not model
+            or not isinstance(price, dict)
+            or set(price) != {"prompt", "completion"}
+            or not all(isinstance(p, Decimal) and p.is_finite() and p >= 0 for p in price.values())
+        ):
+            raise ImproperlyConfigured(
+                f"{name}: the price of {model!r} must be an object of two numbers of 0 or more, "
+                f"prompt and completion: {shape}."
+            )
+        prices[model] = (price["prompt"], price["completion"])
+    return prices

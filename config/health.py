@@ -6,7 +6,7 @@ import asyncio
 import copy
 import hmac
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -14,17 +14,14 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import connection
-from django.db.models import Count, Min
 from django.db.utils import load_backend
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, ProcessCollector, generate_latest
-from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.registry import Collector
 
 from config.celery import broker_redis
 from config.clients import client_address, is_loopback
+from config.metrics import DatabaseCollector
 
 logger = logging.getLogger(__name__)
 
@@ -129,43 +126,6 @@ def healthz(request: HttpRequest) -> JsonResponse:
             report[name] = "ok"
     healthy = all(value == "ok" for value in report.values())
     return JsonResponse(report, status=200 if healthy else 503)
-
-
-class DatabaseCollector(Collector):
-    """Gauges read from the database at scrape time: three grouped queries per scrape."""
-
-    def collect(self) -> Iterable[GaugeMetricFamily]:
-        from agents.models import Run, RunStatus, ToolCall, ToolCallStatus
-        from approvals.models import ApprovalRequest, ApprovalStatus
-
-        runs = GaugeMetricFamily("countersign_runs", "Runs by status.", labels=["status"])
-        counts = dict(Run.objects.order_by().values_list("status").annotate(n=Count("id")))
-        for status in RunStatus.values:
-            runs.add_metric([status], counts.get(status, 0))
-        yield runs
-
-        approvals = GaugeMetricFamily("countersign_approvals", "Approval requests by status.", labels=["status"])
-        grouped = ApprovalRequest.objects.order_by().values("status").annotate(n=Count("id"), oldest=Min("created_at"))
-        rows: dict[str, dict[str, Any]] = {row["status"]: dict(row) for row in grouped}
-        for status in ApprovalStatus.values:
-            approvals.add_metric([status], rows.get(status, {}).get("n", 0))
-        yield approvals
-        pending = rows.get(ApprovalStatus.PENDING, {})
-        yield GaugeMetricFamily(
-            "countersign_approvals_pending", "Approval requests waiting for a person.", value=pending.get("n", 0)
-        )
-        oldest = pending.get("oldest")
-        yield GaugeMetricFamily(
-            "countersign_approval_oldest_pending_age_seconds",
-            "Age of the oldest pending approval request (0 when none).",
-            value=(timezone.now() - oldest).total_seconds() if oldest else 0,
-        )
-
-        tool_calls = GaugeMetricFamily("countersign_tool_calls", "Tool calls by status.", labels=["status"])
-        counts = dict(ToolCall.objects.order_by().values_list("status").annotate(n=Count("id")))
-        for status in ToolCallStatus.values:
-            tool_calls.add_metric([status], counts.get(status, 0))
-        yield tool_calls
 
 
 registry = CollectorRegistry(auto_describe=False)

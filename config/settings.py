@@ -19,7 +19,7 @@ import django_stubs_ext
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.csp import CSP
 
-from config.env import env_bool, env_int, env_list, password_masked
+from config.env import env_bool, env_int, env_list, env_prices, password_masked
 
 # Lets classes such as ModelAdmin[AuditEvent] be written as the type checker reads them.
 django_stubs_ext.monkeypatch()
@@ -347,6 +347,8 @@ except InvalidOperation:
     raise ImproperlyConfigured(
         "LLM_PRICE_PER_1K_PROMPT / LLM_PRICE_PER_1K_COMPLETION must be decimal numbers such as 0.0005."
     ) from None
+# Per-model prices per 1K tokens over the shipped table (agents/pricing.py), as JSON.
+LLM_PRICES = env_prices("LLM_PRICES")
 
 
 # --- Runtime -------------------------------------------------------------------------

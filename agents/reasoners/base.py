@@ -21,6 +21,7 @@ class Action:
     rationale: str = ""
     answer: JSON = None
     error: str = ""
+    model: str = ""  # the model that answered; empty when no model was asked
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost: Decimal = Decimal("0")

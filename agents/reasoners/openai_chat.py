@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 import logging
 import time
-from decimal import Decimal
 
 import httpx
 from django.conf import settings
 
+from agents.pricing import model_cost
 from agents.reasoners.base import Action, Reasoner, ReasonerError, RunView
 from audit.types import JSON, JSONObject
 from config.errors import JSONRefused
@@ -98,12 +98,12 @@ class OpenAIChatReasoner(Reasoner):
         action = parse_reply(reply)
         action.latency_ms = int((time.monotonic() - started) * 1000)
         usage = reply.get("usage") or {}
+        action.model = settings.LLM_MODEL
         action.prompt_tokens = int(usage.get("prompt_tokens") or 0)
         action.completion_tokens = int(usage.get("completion_tokens") or 0)
-        action.cost = (
-            Decimal(action.prompt_tokens) * settings.LLM_PRICE_PER_1K_PROMPT
-            + Decimal(action.completion_tokens) * settings.LLM_PRICE_PER_1K_COMPLETION
-        ) / 1000
+        action.cost = model_cost(
+            model=action.model, prompt_tokens=action.prompt_tokens, completion_tokens=action.completion_tokens
+        )
         return action
 
     def _post(self, body: JSONObject) -> JSON:

@@ -18,11 +18,11 @@ from django.conf import settings
 from django.db import connection
 from django.db.models import F
 
-from agents.models import Run, RunStatus, Step, ToolCall, ToolCallStatus
+from agents.models import GuardrailHitRecord, Run, RunStatus, Step, ToolCall, ToolCallStatus
 from agents.runtime.lease import Lease, hold
 from agents.runtime.lifecycle import run_finish
 from agents.runtime.status import tool_call_move
-from agents.runtime.steps import record_step
+from agents.runtime.steps import guardrail_hits_record, record_step
 from agents.tools import Risk, Tool, ToolContext, arguments_hash, registry
 from approvals.decisions import approval_request_create
 from approvals.guardrails import GuardrailEffect, GuardrailHit, check_output
@@ -167,7 +167,7 @@ def tool_call_finish(
         observed = output
         if blocked:
             observed = {"withheld": f"output withheld by guardrail {blocked[0].name}"}
-        record_step(
+        step = record_step(
             run,
             Step.Kind.OBSERVATION,
             output=observed,
@@ -197,6 +197,13 @@ def tool_call_finish(
                 action="agents.guardrail.hit",
                 target=run,
                 data={"stage": "output", "tool": tool_call.tool, "hits": [h.as_dict() for h in hits]},
+            )
+            guardrail_hits_record(
+                run,
+                step=step.index,
+                stage=GuardrailHitRecord.Stage.OUTPUT,
+                tool=tool_call.tool,
+                hits=[h.as_dict() for h in hits],
             )
             _output_review(run, tool_call, hits=hits)
         if fail_run:

@@ -15,14 +15,14 @@ from django.conf import settings
 from django.db.models import F
 from django.utils import timezone
 
-from agents.models import Agent, Run, RunStatus, Step, ToolCallStatus
+from agents.models import Agent, GuardrailHitRecord, Run, RunStatus, Step, ToolCallStatus
 from agents.reasoners import Action, ReasonerError, reasoner_for
 from agents.runtime.lease import Lease, LeaseKeeper, LeaseLost, hold, lease_take, requeue
 from agents.runtime.ledger import final_answer_release, tool_call_execute
 from agents.runtime.lifecycle import run_finish
 from agents.runtime.proposals import final_answer_hold, propose
 from agents.runtime.resume import decisions_apply
-from agents.runtime.steps import reasoning_step, run_view
+from agents.runtime.steps import guardrail_hits_record, reasoning_step, run_view
 from agents.tools import FINAL_ANSWER
 from approvals.guardrails import GuardrailEffect, check_final
 from audit.redaction import Redactor
@@ -175,6 +175,13 @@ def _complete(run: Run, action: Action, redactor: Redactor, *, lease: Lease | No
                 action="agents.guardrail.hit",
                 target=locked,
                 data={"stage": "final", "hits": [h.as_dict() for h in hits]},
+            )
+            guardrail_hits_record(
+                run,
+                step=step.index,
+                stage=GuardrailHitRecord.Stage.FINAL,
+                tool=FINAL_ANSWER,
+                hits=[h.as_dict() for h in hits],
             )
         if blocked:
             run_finish(locked, RunStatus.FAILED, error=f"The final answer was blocked by guardrail {blocked[0].name}.")

@@ -4,13 +4,14 @@ cleared for the ledger, blocked, or held for a person."""
 from __future__ import annotations
 
 import json
+import time
 from typing import Any, Literal
 
-from agents.models import Agent, Run, RunStatus, Step, ToolCall, ToolCallStatus
+from agents.models import Agent, GuardrailHitRecord, Run, RunStatus, Step, ToolCall, ToolCallStatus
 from agents.reasoners import Action
 from agents.runtime.lease import Lease, hold
 from agents.runtime.status import run_move, tool_call_move
-from agents.runtime.steps import reasoning_step, record_step
+from agents.runtime.steps import guardrail_hits_record, reasoning_step, record_step
 from agents.tools import FINAL_ANSWER, Risk, ToolArgumentsInvalid, arguments_hash, registry
 from approvals.decisions import approval_request_create
 from approvals.guardrails import GuardrailHit
@@ -64,6 +65,7 @@ def propose(run: Run, agent: Agent, action: Action, redactor: Redactor, *, lease
             )
             return "invalid"
 
+        started = time.monotonic()
         verdict = checkpoint_verdict(
             agent=agent, tool=tool, arguments=arguments, context=RunContext(starter=run.started_by, run_id=run.pk)
         )
@@ -73,6 +75,7 @@ def propose(run: Run, agent: Agent, action: Action, redactor: Redactor, *, lease
             input={**proposal, "policy": verdict.as_dict()},
             verdict=verdict.verdict,
             verdict_reason=verdict.reason,
+            latency_ms=int((time.monotonic() - started) * 1000),
         )
         digest = arguments_hash(arguments)
         tool_call = ToolCall.objects.create(
@@ -103,6 +106,13 @@ def propose(run: Run, agent: Agent, action: Action, redactor: Redactor, *, lease
                 action="agents.guardrail.hit",
                 target=run,
                 data={"stage": "arguments", "tool": tool.name, "hits": verdict.guardrails},
+            )
+            guardrail_hits_record(
+                run,
+                step=call_step.index,
+                stage=GuardrailHitRecord.Stage.ARGUMENTS,
+                tool=tool.name,
+                hits=verdict.guardrails,
             )
 
         if verdict.verdict == Verdict.BLOCK:

@@ -7,12 +7,14 @@ from typing import Any
 
 from django.db.models import F
 
-from agents.models import Run, Step
+from agents.models import GuardrailHitRecord, Run, Step
 from agents.reasoners import Action
 from agents.reasoners.base import RunView, ToolSpec
 from agents.tools import registry
 from audit.redaction import Redactor
 from audit.services import audit_record
+
+COST_QUANTUM = Decimal("0.000001")  # Step.cost and Run.cost keep six decimal places
 
 
 def record_step(
@@ -25,13 +27,16 @@ def record_step(
     verdict: str = "",
     verdict_reason: str = "",
     latency_ms: int = 0,
+    model: str = "",
     prompt_tokens: int = 0,
     completion_tokens: int = 0,
     cost: Decimal | int = 0,
 ) -> Step:
+    # Rounded as the column stores it, so that a run's cost is the sum of its steps' costs.
+    cost = Decimal(cost).quantize(COST_QUANTUM)
     # The UPDATE holds the run's row lock until the caller's transaction ends, so two writers
     # never take the same index.
-    Run.objects.filter(pk=run.pk).update(step_count=F("step_count") + 1, cost=F("cost") + Decimal(cost))
+    Run.objects.filter(pk=run.pk).update(step_count=F("step_count") + 1, cost=F("cost") + cost)
     run.refresh_from_db(fields=["step_count", "cost"])
     return Step.objects.create(
         run=run,
@@ -43,9 +48,20 @@ def record_step(
         verdict=verdict,
         verdict_reason=verdict_reason,
         latency_ms=latency_ms,
+        model=model,
         prompt_tokens=prompt_tokens,
         completion_tokens=completion_tokens,
-        cost=Decimal(cost),
+        cost=cost,
+    )
+
+
+def guardrail_hits_record(
+    run: Run, *, step: int, stage: GuardrailHitRecord.Stage, tool: str, hits: list[dict[str, str]]
+) -> None:
+    """Inside the step's transaction: one row per hit, what the metrics count."""
+    GuardrailHitRecord.objects.bulk_create(
+        GuardrailHitRecord(run=run, step=step, stage=stage, tool=tool, name=hit["name"], effect=hit["effect"])
+        for hit in hits
     )
 
 
@@ -76,6 +92,7 @@ def reasoning_step(run: Run, action: Action) -> Step:
         output={"answer": action.answer} if action.kind == "final" else None,
         error=action.error,
         latency_ms=action.latency_ms,
+        model=action.model,
         prompt_tokens=action.prompt_tokens,
         completion_tokens=action.completion_tokens,
         cost=action.cost,
