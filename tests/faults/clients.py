@@ -17,7 +17,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 import httpx
 from websockets.asyncio.client import connect
@@ -144,7 +144,26 @@ def verdict_for(approval: dict[str, Any], rng: random.Random, *, reject: float, 
     return "approve", {"arguments_hash": approval["arguments_hash"]}
 
 
-class ReviewerBot:
+class Background:
+    """A daemon thread running ``_loop`` from ``with`` until the block ends (``stop`` is set)."""
+
+    def __init__(self, name: str) -> None:
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._loop, name=name, daemon=True)
+
+    def __enter__(self) -> Self:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(timeout=60)
+
+    def _loop(self) -> None:
+        raise NotImplementedError
+
+
+class ReviewerBot(Background):
     """A reviewer who keeps the inbox empty: polls the pending approvals over the API and decides
     each (seeded verdicts). A request that failed (5xx, refused) is tried again on the next poll."""
 
@@ -157,16 +176,7 @@ class ReviewerBot:
         self.edit = edit
         self.interval = interval
         self.done: set[int] = set()
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._loop, name=f"reviewer-{api.name}", daemon=True)
-
-    def __enter__(self) -> ReviewerBot:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        self.thread.join(timeout=60)
+        super().__init__(f"reviewer-{api.name}")
 
     def _loop(self) -> None:
         while not self.stop.is_set():
@@ -182,7 +192,7 @@ class ReviewerBot:
             self.stop.wait(self.interval)
 
 
-class Loader:
+class Loader(Background):
     """Starts runs at a steady pace through one or more API clients, until stopped or ``limit``;
     while ``gate()`` is false (enough runs in flight) it waits instead."""
 
@@ -201,16 +211,7 @@ class Loader:
         self.interval = interval
         self.gate = gate
         self.started: list[int] = []
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._loop, name="loader", daemon=True)
-
-    def __enter__(self) -> Loader:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        self.thread.join(timeout=60)
+        super().__init__("loader")
 
     def _loop(self) -> None:
         from django.db import connection
