@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from django.contrib.auth import authenticate
 from django.contrib.auth.signals import user_logged_in
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
 from rest_framework import serializers
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.authtoken.models import Token
@@ -113,6 +113,14 @@ class AgentDetailApi(APIView):
     @extend_schema(
         request=AgentUpdateRequestSerializer,
         responses={200: AgentOutputSerializer, **error_responses(400, 401, 403, 404)},
+        examples=[
+            OpenApiExample(
+                "Raise the level",
+                value={"autonomy_level": 3, "reason": "A month of approvals without an edit."},
+                request_only=True,
+            ),
+            OpenApiExample("Kill switch", value={"enabled": False, "reason": "Refunds look wrong."}, request_only=True),
+        ],
     )
     def patch(self, request: Request, slug: str) -> Response:
         agent = get_object_or_404(Agent, slug=slug)
@@ -139,10 +147,26 @@ class AgentDetailApi(APIView):
 class RunCreateApi(APIView):
     @extend_schema(
         request=RunCreateRequestSerializer,
+        examples=[
+            OpenApiExample(
+                "A refund (the demo support agent)",
+                value={
+                    "input": {
+                        "ticket_id": 1,
+                        "customer_email": "jane@example.com",
+                        "amount": 42,
+                        "currency": "USD",
+                        "reason": "The kettle arrived broken.",
+                    }
+                },
+                request_only=True,
+            ),
+        ],
         parameters=[
             OpenApiParameter(
                 idempotency.HEADER,
-                str,
+                # What idempotency_key_parse() takes: something besides blanks, at most 255 characters.
+                {"type": "string", "minLength": 1, "maxLength": idempotency.KEY_MAX_LENGTH, "pattern": r"\S"},
                 OpenApiParameter.HEADER,
                 required=False,
                 description=(

@@ -6,7 +6,7 @@ across the project (two ``InputSerializer`` classes would collide in the schema)
 
 from __future__ import annotations
 
-from typing import NotRequired, TypedDict
+from typing import ClassVar, NotRequired, TypedDict
 
 from django.contrib.auth.models import User
 from drf_spectacular.utils import extend_schema_field
@@ -14,7 +14,7 @@ from rest_framework import serializers
 
 from agents.models import Agent, Run, RunStatus, Step
 from audit.types import JSON
-from config.serializers import NamedChoiceField
+from config.serializers import JSONBodySerializer, NamedChoiceField
 
 # --- JSON columns, passed through as stored; the classes only tell the schema their shape -----------
 
@@ -42,7 +42,7 @@ class TokenRequest(TypedDict):
     password: str
 
 
-class TokenRequestSerializer(serializers.Serializer[TokenRequest]):
+class TokenRequestSerializer(JSONBodySerializer[TokenRequest]):
     username = serializers.CharField(max_length=150)
     password = serializers.CharField(max_length=256, trim_whitespace=False)
 
@@ -92,11 +92,14 @@ class AgentUpdateRequest(TypedDict):
     reason: str
 
 
-class AgentUpdateRequestSerializer(serializers.Serializer[AgentUpdateRequest]):
+class AgentUpdateRequestSerializer(JSONBodySerializer[AgentUpdateRequest]):
     autonomy_level = serializers.IntegerField(min_value=1, max_value=5, required=False)
     tool = serializers.CharField(max_length=100, required=False, help_text="Set the level for this tool only.")
     enabled = serializers.BooleanField(required=False)
     reason = serializers.CharField(max_length=1000)
+
+    # What validate() requires, in the schema too.
+    schema_extra: ClassVar[dict[str, JSON]] = {"anyOf": [{"required": ["autonomy_level"]}, {"required": ["enabled"]}]}
 
     def validate(self, attrs: AgentUpdateRequest) -> AgentUpdateRequest:
         if "autonomy_level" not in attrs and "enabled" not in attrs:
@@ -108,7 +111,7 @@ class EmergencyStopRequest(TypedDict):
     reason: str
 
 
-class EmergencyStopRequestSerializer(serializers.Serializer[EmergencyStopRequest]):
+class EmergencyStopRequestSerializer(JSONBodySerializer[EmergencyStopRequest]):
     reason = serializers.CharField(max_length=1000)
 
 
@@ -178,7 +181,7 @@ class RunCreateRequest(TypedDict):
     input: JSON
 
 
-class RunCreateRequestSerializer(serializers.Serializer[RunCreateRequest]):
+class RunCreateRequestSerializer(JSONBodySerializer[RunCreateRequest]):
     input = JSONObjectField(help_text="An object matching the agent's input_schema.")
 
 
@@ -186,5 +189,5 @@ class RunCancelRequest(TypedDict):
     reason: str
 
 
-class RunCancelRequestSerializer(serializers.Serializer[RunCancelRequest]):
+class RunCancelRequestSerializer(JSONBodySerializer[RunCancelRequest]):
     reason = serializers.CharField(max_length=1000, required=False, allow_blank=True, default="")

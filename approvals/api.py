@@ -1,9 +1,10 @@
 from __future__ import annotations
 
-from typing import TypedDict, cast
+from typing import Any, TypedDict, cast
 
 from django.contrib.auth.models import User
-from drf_spectacular.utils import extend_schema
+from django.core.paginator import Paginator
+from drf_spectacular.utils import OpenApiExample, extend_schema
 from rest_framework import serializers
 from rest_framework.exceptions import NotFound
 from rest_framework.pagination import PageNumberPagination
@@ -30,7 +31,7 @@ from approvals.serializers import (
 )
 from audit.types import JSONObject
 from config.api import DomainError
-from config.serializers import error_responses
+from config.serializers import QuerySerializer, error_responses
 
 __all__ = [
     # Moved to approvals.serializers; still importable from here.
@@ -78,11 +79,27 @@ class ApprovalFilters(TypedDict, total=False):
     order: str
 
 
+class ApprovalPagination(PageNumberPagination):
+    def get_page_number(self, request: Request, paginator: Paginator[ApprovalRequest]) -> int | str:
+        # A page is a number, as the schema says: DRF would read an empty page= as page 1, "last"
+        # as the last page, and Django's int() takes digits of any script.
+        raw = request.query_params.get(self.page_query_param)
+        if raw is not None and not (raw.isascii() and raw.isdigit()):
+            raise NotFound(self.invalid_page_message)
+        return super().get_page_number(request, paginator)
+
+    def get_schema_operation_parameters(self, view: APIView) -> list[dict[str, Any]]:
+        parameters = super().get_schema_operation_parameters(view)
+        for parameter in parameters:
+            parameter["schema"]["minimum"] = 1
+        return parameters
+
+
 class ApprovalListApi(APIView):
     # Read by drf-spectacular too, so the schema shows the paginated envelope.
-    pagination_class = PageNumberPagination
+    pagination_class = ApprovalPagination
 
-    class FilterSerializer(serializers.Serializer[ApprovalFilters]):
+    class FilterSerializer(QuerySerializer[ApprovalFilters]):
         status = serializers.ChoiceField(choices=ApprovalStatus.choices, required=False)
         agent = serializers.SlugField(required=False, max_length=100)
         risk = serializers.ChoiceField(choices=Risk.CHOICES, required=False)
@@ -123,6 +140,17 @@ def require_object_body(request: Request) -> JSONObject:
 class ApprovalDecisionApi(APIView):
     @extend_schema(
         request=DecisionInputSerializer,
+        examples=[
+            OpenApiExample("Approve", value={"verdict": "approve"}, request_only=True),
+            OpenApiExample(
+                "Reject", value={"verdict": "reject", "comment": "More than the order was worth."}, request_only=True
+            ),
+            OpenApiExample(
+                "Edit",
+                value={"verdict": "edit", "arguments": {"amount": 40}, "comment": "Less the shipping."},
+                request_only=True,
+            ),
+        ],
         responses={
             200: ApprovalDetailSerializer,
             **error_responses(
@@ -148,6 +176,7 @@ class ApprovalDecisionApi(APIView):
 class BulkDecisionApi(APIView):
     @extend_schema(
         request=BulkDecisionRequestSerializer,
+        examples=[OpenApiExample("Approve three", value={"ids": [1, 2, 3], "verdict": "approve"}, request_only=True)],
         responses={200: BulkDecisionResponseSerializer, **error_responses(400, 401)},
     )
     def post(self, request: Request) -> Response:

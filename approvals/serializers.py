@@ -16,7 +16,7 @@ from agents.tools import Risk
 from approvals.models import ApprovalKind, ApprovalStatus, Decision
 from audit.types import JSON, JSONObject
 from config.parsing import INT64_MAX
-from config.serializers import NamedChoiceField
+from config.serializers import JSONBodySerializer, NamedChoiceField
 
 VERDICT_CHOICES = ["approve", "reject", "edit", "respond", "done", "dismiss", "ok", "flag"]
 BULK_VERDICT_CHOICES = ["approve", "reject", "done", "dismiss", "ok", "flag"]
@@ -94,7 +94,7 @@ class DecisionRequest(TypedDict):
     arguments_hash: NotRequired[str]
 
 
-class DecisionInputSerializer(serializers.Serializer[DecisionRequest]):
+class DecisionInputSerializer(JSONBodySerializer[DecisionRequest]):
     verdict = serializers.ChoiceField(choices=VERDICT_CHOICES)
     arguments = serializers.JSONField(required=False)
     comment = serializers.CharField(max_length=5000, required=False, allow_blank=True, default="")
@@ -116,7 +116,7 @@ class BulkDecisionRequest(TypedDict):
     comment: str
 
 
-class BulkDecisionRequestSerializer(serializers.Serializer[BulkDecisionRequest]):
+class BulkDecisionRequestSerializer(JSONBodySerializer[BulkDecisionRequest]):
     ids = serializers.ListField(
         child=serializers.IntegerField(min_value=1, max_value=INT64_MAX), min_length=1, max_length=200
     )

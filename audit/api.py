@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import TypedDict
+from typing import Any, TypedDict
 
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema, extend_schema_field
@@ -18,7 +18,7 @@ from audit.selectors import audit_event_list, audit_head, parse_moment
 from audit.serializers import AuditEventOutputSerializer, AuditHeadSerializer
 from audit.types import JSON
 from config.parsing import INT64_MAX
-from config.serializers import error_responses
+from config.serializers import QuerySerializer, error_responses
 
 # The longest ISO 8601 datetime: 2026-11-24T09:30:00.123456+01:00 is 32 characters.
 MOMENT_MAX_LENGTH = 64
@@ -47,6 +47,22 @@ class AuditEventPagination(CursorPagination):
     page_size = 50
     page_size_query_param = "page_size"
     max_page_size = 500
+
+    def get_page_size(self, request: Request) -> int | None:
+        # DRF would take a page_size it cannot read (text, 0, digits of another script) as the
+        # default: the schema says a number from 1, so anything else is refused.
+        raw = request.query_params.get(self.page_size_query_param or "")
+        if raw is not None and not (len(raw) <= 19 and raw.isascii() and raw.isdigit() and int(raw) >= 1):
+            raise serializers.ValidationError({"page_size": [f"A whole number from 1 (at most {self.max_page_size})."]})
+        return super().get_page_size(request)
+
+    def get_schema_operation_parameters(self, view: APIView) -> list[dict[str, Any]]:
+        parameters = super().get_schema_operation_parameters(view)
+        for parameter in parameters:
+            if parameter["name"] == self.page_size_query_param:
+                parameter["schema"]["minimum"] = 1
+                parameter["description"] = f"Events per page, at most {self.max_page_size} (more is taken as that)."
+        return parameters
 
     def decode_cursor(self, request: Request) -> Cursor | None:
         cursor = super().decode_cursor(request)
@@ -79,7 +95,7 @@ class AuditEventListApi(APIView):
     # Read by drf-spectacular too, so the schema shows the paginated envelope.
     pagination_class = AuditEventPagination
 
-    class FilterSerializer(serializers.Serializer[AuditEventFilters]):
+    class FilterSerializer(QuerySerializer[AuditEventFilters]):
         action = serializers.CharField(
             required=False, max_length=100, help_text="Exact action code, e.g. approvals.request.decided."
         )

@@ -6,19 +6,85 @@ across the project.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, NotRequired, TypedDict
+import copy
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, NotRequired, TypedDict, TypeVar
 
+from django.core.validators import RegexValidator
 from drf_spectacular.extensions import OpenApiSerializerFieldExtension
 from drf_spectacular.openapi import AutoSchema as OpenApiAutoSchema
-from drf_spectacular.plumbing import build_choice_field
+from drf_spectacular.plumbing import ResolvedComponent, build_choice_field
 from drf_spectacular.utils import OpenApiResponse
 from rest_framework import serializers
 
 from audit.types import JSON
+from config.parsing import INT64_MAX
 
 if TYPE_CHECKING:
     from drf_spectacular.utils import Direction
+
+_IN = TypeVar("_IN")
+
+# --- Request bodies and queries taken as the schema states them -------------------------------------
+
+
+def _json_type_error(field: serializers.Field[Any, Any, Any, Any], value: JSON) -> JSON | None:
+    """Why ``value`` is not of the JSON type the schema gives ``field``, or None.
+
+    DRF reads form data, where everything is text, so it converts: ``0`` into the string "0",
+    "3" and ``3.0`` into the integer 3, "yes" and ``1`` into True. A JSON body has types of its
+    own; the schema states them, and a value of another type is refused, not converted."""
+    if isinstance(field, serializers.BooleanField):
+        return None if isinstance(value, bool) else "Must be true or false."
+    if isinstance(field, serializers.IntegerField):
+        return None if isinstance(value, int) and not isinstance(value, bool) else "Must be an integer."
+    if isinstance(field, serializers.FloatField | serializers.DecimalField):
+        return None if isinstance(value, int | float) and not isinstance(value, bool) else "Must be a number."
+    if isinstance(field, serializers.MultipleChoiceField):
+        return None if isinstance(value, list) else "Must be a list."
+    if isinstance(field, serializers.CharField | serializers.ChoiceField):
+        return None if isinstance(value, str) else "Must be a string."
+    if isinstance(field, serializers.ListField):
+        if not isinstance(value, list):
+            return "Must be a list."
+        items = {str(index): _json_type_error(field.child, item) for index, item in enumerate(value)}
+        return {index: [error] if isinstance(error, str) else error for index, error in items.items() if error} or None
+    if isinstance(field, serializers.DictField):
+        return None if isinstance(value, dict) else "Must be an object."
+    return None
+
+
+# A request body: each field's value has the JSON type the schema gives it, or it is refused. (Not a
+# docstring: drf-spectacular would make it the description of every body's component.)
+class JSONBodySerializer(serializers.Serializer[_IN]):
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, Mapping):
+            errors: dict[str, JSON] = {}
+            for name, field in self.fields.items():
+                if name in data and not field.read_only and not (data[name] is None and field.allow_null):
+                    error = _json_type_error(field, data[name])
+                    if error is not None:
+                        errors[name] = [error] if isinstance(error, str) else error
+            if errors:
+                raise serializers.ValidationError(errors)
+        return super().to_internal_value(data)
+
+
+# A query string's filters: a parameter given empty (``?status=``) is refused, not ignored. DRF
+# reads an empty value of an optional field as no value, as an HTML form means it; the schema gives
+# each parameter a type or a set of values, which the empty string is not.
+class QuerySerializer(serializers.Serializer[_IN]):
+    def to_internal_value(self, data: Any) -> Any:
+        getlist = getattr(data, "getlist", None)
+        errors: dict[str, list[str]] = {
+            name: ["May not be empty: leave the parameter out instead."]
+            for name, _ in self.fields.items()
+            if name in data and "" in (getlist(name) if getlist else [data[name]])
+        }
+        if errors:
+            raise serializers.ValidationError(errors)
+        return super().to_internal_value(data)
+
 
 # --- Choice sets shared by several components -------------------------------------------------------
 
@@ -119,9 +185,69 @@ def error_responses(*statuses: int, descriptions: dict[int, str] | None = None) 
     return {status: OpenApiResponse(ErrorSerializer, description=descriptions[status]) for status in statuses}
 
 
+# Any JSON a request may carry where its shape is free (run input, edited arguments, keys a body adds
+# beside its fields): what config.parsing.json_loads_checked lets through, as far as a schema can
+# say it. Keys with a NUL and nesting past JSON_MAX_DEPTH are refused too; no keyword says those.
+JSON_VALUE_REF = {"$ref": "#/components/schemas/JSONValue"}
+JSON_VALUE_SCHEMA: dict[str, JSON] = {
+    "description": "Any JSON value the API reads: integers within signed 64 bits, finite numbers, text "
+    "without NUL characters, at most 64 levels of arrays and objects (400 otherwise).",
+    "nullable": True,
+    "anyOf": [
+        {"type": "string", "pattern": "^[^\\u0000]*$"},
+        {"type": "integer", "format": "int64", "minimum": -INT64_MAX - 1, "maximum": INT64_MAX},
+        {"type": "number", "format": "double", "not": {"type": "integer"}},
+        {"type": "boolean"},
+        {"type": "array", "items": JSON_VALUE_REF},
+        {"type": "object", "additionalProperties": JSON_VALUE_REF},
+    ],
+}
+
+
 class AutoSchema(OpenApiAutoSchema):
     """drf-spectacular's schema, with the errors every operation that takes a body may answer
-    (413 too large, 415 not JSON: the parser answers them before the view runs)."""
+    (413 too large, 415 not JSON: the parser answers them before the view runs).
+
+    More that the views do and drf-spectacular does not say: a text field that may not be blank
+    refuses "" and, trimmed, "   "; free JSON in a request (and the keys a body adds beside its
+    fields) is read by the one parser, whose limits the ``JSONValue`` component states; a PATCH
+    validates its request serializer whole (the views never pass ``partial=True``), so its
+    required fields stay required; and a serializer's ``schema_extra`` (keywords such as
+    ``anyOf``) joins its component, for the rules its ``validate()`` enforces across fields."""
+
+    def _json_value_ref(self) -> dict[str, JSON]:
+        component = ResolvedComponent(  # type: ignore[no-untyped-call]
+            name="JSONValue", type=ResolvedComponent.SCHEMA, object="JSONValue", schema=JSON_VALUE_SCHEMA
+        )
+        self.registry.register_on_missing(component)
+        return dict(component.ref)
+
+    def _map_serializer_field(self, field: Any, direction: Direction, bypass_extensions: bool = False) -> Any:
+        schema = super()._map_serializer_field(field, direction, bypass_extensions)  # type: ignore[no-untyped-call]
+        if direction == "request" and isinstance(field, serializers.JSONField):
+            # Free JSON in a request is what the parser reads, not anything at all.
+            if schema == {}:
+                return self._json_value_ref()
+            if schema.get("type") == "object" and schema.get("additionalProperties") == {}:
+                schema = {**schema, "additionalProperties": self._json_value_ref()}
+        if direction == "request" and isinstance(field, serializers.CharField) and not field.allow_blank:
+            # DRF refuses "" (and, trimming, "   ") where blank is not allowed: the schema says so.
+            schema = {**schema, "minLength": max(schema.get("minLength", 0), 1)}
+            has_pattern = "pattern" in schema or any(isinstance(v, RegexValidator) for v in field.validators)
+            if field.trim_whitespace and not has_pattern and "format" not in schema:
+                schema["pattern"] = r"\S"
+        return schema
+
+    def _map_basic_serializer(self, serializer: Any, direction: Direction) -> dict[str, Any]:
+        if direction == "request" and getattr(serializer, "partial", False):
+            serializer = copy.copy(serializer)
+            serializer.partial = False
+        schema: dict[str, Any] = super()._map_basic_serializer(serializer, direction)  # type: ignore[no-untyped-call]
+        if direction == "request" and isinstance(serializer, JSONBodySerializer):
+            # Keys beside the fields are ignored, but read like the rest of the body.
+            schema["additionalProperties"] = self._json_value_ref()
+        extra: Mapping[str, JSON] = getattr(serializer, "schema_extra", {})
+        return {**schema, **extra}
 
     def _get_response_bodies(self, direction: Direction = "response") -> dict[str, Any]:
         # Not get_response_serializers(): @extend_schema(responses=...) overrides that one.
