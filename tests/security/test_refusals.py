@@ -83,9 +83,10 @@ def sign_in(server, username: str) -> Browser:
 
 
 @pytest.fixture
-def world(fresh_asgi_server, support_agent, starter, assigned_reviewer, other_reviewer):
+def world(fresh_asgi_server, doorbells, support_agent, starter, assigned_reviewer, other_reviewer):
     """A refund waiting on the support agent, which the reviewer reviews, and one waiting on a
-    second agent, which only the other reviewer reviews."""
+    second agent, which only the other reviewer reviews. ``doorbells`` keeps a live worker of an
+    earlier test from advancing these runs while the fixture drives them itself."""
     mine = waiting_refund(support_agent, starter)
     theirs_agent, _ = agent_upsert({**SUPPORT_AGENT, "slug": "support-eu", "name": "Support agent (EU)"})
     grant_tools(starter, theirs_agent.tools)

@@ -106,7 +106,9 @@ def principal(request) -> str:
 
 
 @pytest.fixture
-def seeded(fresh_asgi_server, support_agent, starter, assigned_reviewer, other_reviewer, auditor, principal) -> Seeded:
+def seeded(
+    fresh_asgi_server, doorbells, support_agent, starter, assigned_reviewer, other_reviewer, auditor, principal
+) -> Seeded:
     """The support agent with two runs waiting at a refund, started by the operator, so that the
     reviewer may decide them; a second agent only the other reviewer reviews, with a run of its own
     waiting; and the principal's token, from the token endpoint."""
