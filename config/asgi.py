@@ -5,7 +5,7 @@ import os
 from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-# The settings give this process pooled database connections (config/settings.py, postgres_pooled).
+# The settings give this process pooled database connections (config/databases.py, postgres_pooled).
 os.environ.setdefault("COUNTERSIGN_SERVER", "asgi")
 # Django must be set up before the consumers (and their models) are imported.
 django_asgi_app = get_asgi_application()

@@ -3,7 +3,7 @@
 Twenty reviewers at once (the race scenario) need twenty requests served at once; a server that
 kept a connection per request thread it ever ran exhausted PostgreSQL's max_connections (79
 connections after five rounds of twenty), and then decisions got 500 and tool calls failed. The
-server's pool (config/settings.py, postgres_pooled) bounds them; requests beyond it wait for a
+server's pool (config/databases.py, postgres_pooled) bounds them; requests beyond it wait for a
 connection. Counted from /proc: the TCP sockets the uvicorn process holds to the database's port.
 """
 
@@ -67,7 +67,7 @@ def test_a_server_holds_a_bounded_number_of_database_connections(harness, stack)
             api.close()
     print(f"[{harness.name}] connections held by one uvicorn after each round of {CONCURRENT} requests: {held}")
     harness.check(settle_timeout=5)
-    # The pool's bound (config/settings.py, postgres_pooled), whatever the number of requests.
+    # The pool's bound (config/databases.py, postgres_pooled), whatever the number of requests.
     assert 0 < max(held) <= POOL, (
         f"one ASGI server held {held} PostgreSQL connections after rounds of {CONCURRENT} concurrent "
         f"requests; its pool holds at most {POOL}"
