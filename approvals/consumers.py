@@ -142,8 +142,11 @@ class InboxConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]  # channe
         await self._forward(event["message"])
 
     async def _send_stored(self, *, before: int | None) -> None:
-        """Send the user's stored events after ``head`` (and before ``before``), in seq order."""
+        """Send the user's stored events after ``head`` (and before ``before``), in seq order;
+        as a live event, only after a fresh enough look at the user's access."""
         while True:
+            if time.monotonic() - self.access_checked > ACCESS_RECHECK_SECONDS and not await self._recheck_access():
+                return
             batch = await database_sync_to_async(_replay_batch)(self.user, self.head, before)
             for message in batch:
                 await self._forward(message)
