@@ -6,7 +6,7 @@ from decimal import Decimal
 from django.conf import settings
 from django.contrib.auth.models import Group
 from django.core.exceptions import ValidationError
-from django.core.validators import MinValueValidator
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils import timezone
 
@@ -19,6 +19,10 @@ class AutonomyLevel(models.IntegerChoices):
     REVIEW_AFTER = 3, "execute-with-review"
     GUARDRAILS = 4, "execute-with-guardrails"
     FULL = 5, "full autonomy"
+
+
+# What tool_choice may be besides the name of one of the agent's tools.
+TOOL_CHOICE_MODES = frozenset({"auto", "required"})
 
 
 class Agent(models.Model):
@@ -47,6 +51,17 @@ class Agent(models.Model):
     reasoner = models.CharField(max_length=20, choices=Reasoner.choices, default=Reasoner.SCRIPTED)
     playbook = models.JSONField(default=dict, blank=True, help_text="Steps of the scripted reasoner.")
     system_prompt = models.TextField(blank=True)
+    # The model settings of the openai reasoner; blank or null takes the server's default.
+    llm_model = models.CharField(max_length=200, blank=True, help_text="The model to ask; blank: LLM_MODEL.")
+    temperature = models.FloatField(
+        null=True, blank=True, validators=[MinValueValidator(0.0), MaxValueValidator(2.0)], help_text="0-2."
+    )
+    max_tokens = models.PositiveIntegerField(null=True, blank=True, validators=[MinValueValidator(1)])
+    tool_choice = models.CharField(
+        max_length=100,
+        default="auto",
+        help_text='"auto", "required" (a tool call every turn), or the name of one tool to call.',
+    )
     max_steps = models.PositiveIntegerField(default=20, validators=[MinValueValidator(1)])
     max_cost = models.DecimalField(max_digits=10, decimal_places=4, default=Decimal("1.00"))
     max_wall_seconds = models.PositiveIntegerField(default=3600, validators=[MinValueValidator(1)])
@@ -101,6 +116,10 @@ class Agent(models.Model):
         elif risky:
             errors.setdefault("tool_levels", []).append(
                 f"Level 5 is allowed only for low-risk reversible tools, not {', '.join(sorted(risky))}."
+            )
+        if self.tool_choice not in TOOL_CHOICE_MODES and self.tool_choice not in self.tools:
+            errors.setdefault("tool_choice", []).append(
+                f'Give "auto", "required" or one of this agent\'s tools, not {self.tool_choice!r}.'
             )
         if self.approval_deadline_seconds and self.approval_sla_seconds > self.approval_deadline_seconds:
             errors.setdefault("approval_sla_seconds", []).append("The SLA must not be longer than the deadline.")

@@ -82,6 +82,10 @@ class AgentOutputSerializer(serializers.ModelSerializer[Agent]):
             "approval_sla_seconds",
             "approval_deadline_seconds",
             "reasoner",
+            "llm_model",
+            "temperature",
+            "max_tokens",
+            "tool_choice",
         ]
 
 

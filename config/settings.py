@@ -278,6 +278,7 @@ LLM_MODEL = os.environ.get("LLM_MODEL", "llama3.1")
 LLM_API_KEY = os.environ.get("LLM_API_KEY", "")
 LLM_TIMEOUT_SECONDS = env_int("LLM_TIMEOUT_SECONDS", 60, minimum=1)
 LLM_MAX_RETRIES = env_int("LLM_MAX_RETRIES", 3, minimum=0)
+LLM_RETRY_MAX_SECONDS = env_int("LLM_RETRY_MAX_SECONDS", 30, minimum=1)  # the longest wait, Retry-After included
 try:
     LLM_PRICE_PER_1K_PROMPT = Decimal(os.environ.get("LLM_PRICE_PER_1K_PROMPT", "0"))
     LLM_PRICE_PER_1K_COMPLETION = Decimal(os.environ.get("LLM_PRICE_PER_1K_COMPLETION", "0"))

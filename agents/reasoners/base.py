@@ -21,6 +21,9 @@ class Action:
     rationale: str = ""
     answer: JSON = None
     error: str = ""
+    # The id the model gave its call, kept so that the answering tool message carries it back.
+    call_id: str = ""
+    finish_reason: str = ""
     model: str = ""  # the model that answered; empty when no model was asked
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -39,6 +42,16 @@ class ToolSpec:
 
 
 @dataclass(frozen=True)
+class ModelSettings:
+    """How the agent asks its model; empty or None leaves the choice to the server's default."""
+
+    model: str = ""
+    temperature: float | None = None
+    max_tokens: int | None = None
+    tool_choice: str = "auto"  # "auto", "required", or the name of one tool
+
+
+@dataclass(frozen=True)
 class RunView:
     """The redacted view of a run that a reasoner reasons over."""
 
@@ -49,6 +62,7 @@ class RunView:
     history: list[JSONObject]
     tools: list[ToolSpec]
     playbook: JSONObject
+    model: ModelSettings = field(default_factory=ModelSettings)
 
 
 class Reasoner:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import time
+from email.utils import parsedate_to_datetime
 
 import httpx
 from django.conf import settings
@@ -17,10 +19,23 @@ from config.parsing import json_loads_checked
 
 logger = logging.getLogger(__name__)
 
-RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+# Besides every 5xx: the answers that say "try again later".
+RETRYABLE_STATUS = {408, 409, 425, 429}
+
+
+def _tool_message(call_id: str, answers: list[JSONObject]) -> JSONObject:
+    """The one tool message that answers a call: the person's decision and the observation together."""
+    content: JSONObject = {}
+    for answer in answers:
+        for key in ("status", "output", "error", "comment"):
+            if answer.get(key):
+                content[key] = answer[key]
+    return {"role": "tool", "tool_call_id": call_id, "content": json.dumps(content)}
 
 
 def build_messages(view: RunView) -> list[JSONObject]:
+    """The chat history: each assistant tool call is followed at once by exactly one tool
+    message for its id (the chat-completions protocol refuses a second one or a gap)."""
     system = (
         f"{view.system_prompt}\n\nObjective: {view.objective}\nScope: {view.scope}\n"
         "Use the tools to act. When the work is done, reply with the final answer as plain text."
@@ -29,8 +44,17 @@ def build_messages(view: RunView) -> list[JSONObject]:
         {"role": "system", "content": system},
         {"role": "user", "content": json.dumps(view.input, ensure_ascii=False)},
     ]
+    answers: dict[str, list[JSONObject]] = {}
     for entry in view.history:
-        if entry["type"] == "tool_call":
+        if entry["type"] == "observation":
+            answers.setdefault(entry["call_id"], []).append(entry)
+    for entry in view.history:
+        if entry["type"] == "tool_call" and not entry["tool"]:
+            # A reply that named no tool (cut off, or no message at all): said so in words, as
+            # a call without a function name is not a valid assistant message.
+            errors = [answer["error"] for answer in answers.get(entry["id"], []) if answer.get("error")]
+            messages.append({"role": "user", "content": f"Your previous reply could not be used: {'; '.join(errors)}"})
+        elif entry["type"] == "tool_call":
             messages.append(
                 {
                     "role": "assistant",
@@ -44,9 +68,9 @@ def build_messages(view: RunView) -> list[JSONObject]:
                     ],
                 }
             )
-        elif entry["type"] == "observation":
-            content = {key: entry[key] for key in ("status", "output", "error", "comment") if entry.get(key)}
-            messages.append({"role": "tool", "tool_call_id": entry["call_id"], "content": json.dumps(content)})
+            # A call still waiting for a person has no answer yet; the model is not asked then.
+            if entry["id"] in answers:
+                messages.append(_tool_message(entry["id"], answers[entry["id"]]))
         elif entry["type"] == "note":
             messages.append({"role": "user", "content": entry["text"]})
     return messages
@@ -55,25 +79,91 @@ def build_messages(view: RunView) -> list[JSONObject]:
 def parse_reply(reply: JSON) -> Action:
     """The first tool call of the reply, or its text as the final answer; unusable output is "invalid"."""
     try:
-        message = reply["choices"][0]["message"]
+        choice = reply["choices"][0]
+        message = choice["message"]
     except (KeyError, IndexError, TypeError):
         return Action(kind="invalid", error="The model's reply has no message.", transcript=reply)
     transcript = {"message": message}
+    finish_reason = str(choice.get("finish_reason") or "")
     tool_calls = message.get("tool_calls") or []
+    if finish_reason == "length":
+        # Cut off at max_tokens: neither a whole answer nor a whole call.
+        return Action(
+            kind="invalid",
+            error="The reply was cut off at the token limit (finish_reason length); no action was taken.",
+            finish_reason=finish_reason,
+            transcript=transcript,
+        )
     if not tool_calls:
-        return Action(kind="final", answer={"text": message.get("content") or ""}, transcript=transcript)
-    function = tool_calls[0].get("function") or {}
+        return Action(
+            kind="final",
+            answer={"text": message.get("content") or ""},
+            finish_reason=finish_reason,
+            transcript=transcript,
+        )
+    call = tool_calls[0]
+    function = call.get("function") or {}
     name = function.get("name") or ""
     raw = function.get("arguments") or "{}"
+    call_id = str(call.get("id") or "")
     try:
         arguments = json_loads_checked(raw) if isinstance(raw, str) else raw
     except JSONRefused as exc:
         return Action(
-            kind="invalid", tool=name, error=f"Tool arguments are not valid JSON: {exc.message}", transcript=transcript
+            kind="invalid",
+            tool=name,
+            error=f"Tool arguments are not valid JSON: {exc.message}",
+            call_id=call_id,
+            finish_reason=finish_reason,
+            transcript=transcript,
         )
     return Action(
-        kind="tool", tool=name, arguments=arguments, rationale=message.get("content") or "", transcript=transcript
+        kind="tool",
+        tool=name,
+        arguments=arguments,
+        rationale=message.get("content") or "",
+        call_id=call_id,
+        finish_reason=finish_reason,
+        transcript=transcript,
     )
+
+
+def request_body(view: RunView) -> JSONObject:
+    """The chat-completions request: the agent's model settings, and tools only when it has some
+    (OpenAI refuses an empty "tools" list)."""
+    settings_ = view.model
+    body: JSONObject = {"model": settings_.model or settings.LLM_MODEL, "messages": build_messages(view)}
+    if settings_.temperature is not None:
+        body["temperature"] = settings_.temperature
+    if settings_.max_tokens is not None:
+        body["max_tokens"] = settings_.max_tokens
+    if view.tools:
+        body["tools"] = [
+            {"type": "function", "function": {"name": t.name, "description": t.description, "parameters": t.parameters}}
+            for t in view.tools
+        ]
+        choice = settings_.tool_choice or "auto"
+        body["tool_choice"] = (
+            choice if choice in ("auto", "required", "none") else {"type": "function", "function": {"name": choice}}
+        )
+    return body
+
+
+def retry_delay(attempt: int, retry_after: str | None) -> float:
+    """Seconds to wait before retry ``attempt`` (1-based): the server's Retry-After when it gives
+    one (capped), else exponential backoff with full jitter, so that many runs do not retry in step."""
+    cap = settings.LLM_RETRY_MAX_SECONDS
+    if retry_after:
+        try:
+            return min(max(float(retry_after), 0.0), cap)
+        except ValueError:
+            try:
+                when = parsedate_to_datetime(retry_after)
+            except (TypeError, ValueError):
+                when = None
+            if when is not None:
+                return min(max(when.timestamp() - time.time(), 0.0), cap)
+    return random.uniform(0, min(0.25 * 2 ** (attempt - 1), cap))
 
 
 class OpenAIChatReasoner(Reasoner):
@@ -81,24 +171,13 @@ class OpenAIChatReasoner(Reasoner):
         self.client = client or httpx.Client(timeout=settings.LLM_TIMEOUT_SECONDS)
 
     def next_action(self, view: RunView) -> Action:
-        body: JSONObject = {
-            "model": settings.LLM_MODEL,
-            "messages": build_messages(view),
-            "tools": [
-                {
-                    "type": "function",
-                    "function": {"name": t.name, "description": t.description, "parameters": t.parameters},
-                }
-                for t in view.tools
-            ],
-            "tool_choice": "auto",
-        }
+        body = request_body(view)
         started = time.monotonic()
         reply = self._post(body)
         action = parse_reply(reply)
         action.latency_ms = int((time.monotonic() - started) * 1000)
         usage = reply.get("usage") or {}
-        action.model = settings.LLM_MODEL
+        action.model = str(body["model"])
         action.prompt_tokens = int(usage.get("prompt_tokens") or 0)
         action.completion_tokens = int(usage.get("completion_tokens") or 0)
         action.cost = model_cost(
@@ -113,17 +192,20 @@ class OpenAIChatReasoner(Reasoner):
         if settings.LLM_API_KEY:
             headers["Authorization"] = f"Bearer {settings.LLM_API_KEY}"
         last_error = ""
+        retry_after: str | None = None
         for attempt in range(settings.LLM_MAX_RETRIES + 1):
             if attempt:
-                time.sleep(min(0.25 * 2 ** (attempt - 1), 8))
+                time.sleep(retry_delay(attempt, retry_after))
+            retry_after = None
             try:
                 response = self.client.post(url, json=body, headers=headers)
             except httpx.HTTPError as exc:
                 last_error = f"{type(exc).__name__}: {exc}"
                 logger.warning("model endpoint unreachable (attempt %s): %s", attempt + 1, type(exc).__name__)
                 continue
-            if response.status_code in RETRYABLE_STATUS:
+            if response.status_code in RETRYABLE_STATUS or response.status_code >= 500:
                 last_error = f"HTTP {response.status_code}"
+                retry_after = response.headers.get("Retry-After")
                 logger.warning("model endpoint answered %s (attempt %s)", response.status_code, attempt + 1)
                 continue
             if response.status_code >= 400:

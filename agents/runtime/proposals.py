@@ -47,6 +47,7 @@ def propose(run: Run, agent: Agent, action: Action, redactor: Redactor, *, lease
             "tool": action.tool,
             "arguments": action.arguments if problem else arguments,
             "rationale": action.rationale,
+            **({"call_id": action.call_id} if action.call_id else {}),
             **action.transcript,
         }
         if problem or tool is None:

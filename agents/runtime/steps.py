@@ -9,7 +9,7 @@ from django.db.models import F
 
 from agents.models import GuardrailHitRecord, Run, Step
 from agents.reasoners import Action
-from agents.reasoners.base import RunView, ToolSpec
+from agents.reasoners.base import ModelSettings, RunView, ToolSpec
 from agents.tools import registry
 from audit.redaction import Redactor
 from audit.services import audit_record
@@ -103,13 +103,17 @@ def run_view(run: Run, redactor: Redactor) -> RunView:
     """What the reasoner may see: the run's history with PII and secrets replaced by placeholders."""
     agent = run.agent
     history: list[dict[str, Any]] = []
+    # The model's own call ids are kept (some servers require their own format); older steps
+    # without one are named by their index.
+    call_ids: dict[int, str] = {}
     for step in run.steps.order_by("index"):
         data = step.input or {}
         if step.kind == Step.Kind.TOOL_CALL:
+            call_ids[step.index] = str(data.get("call_id") or f"call_{step.index}")
             history.append(
                 {
                     "type": "tool_call",
-                    "id": f"call_{step.index}",
+                    "id": call_ids[step.index],
                     "tool": data.get("tool", ""),
                     "arguments": data.get("arguments"),
                     "rationale": data.get("rationale", ""),
@@ -120,7 +124,7 @@ def run_view(run: Run, redactor: Redactor) -> RunView:
             history.append(
                 {
                     "type": "observation",
-                    "call_id": f"call_{data['call_step']}",
+                    "call_id": call_ids.get(data["call_step"], f"call_{data['call_step']}"),
                     "tool": data.get("tool", ""),
                     "status": data.get("status", ""),
                     "output": step.output,
@@ -141,4 +145,10 @@ def run_view(run: Run, redactor: Redactor) -> RunView:
         history=redactor.redact(history),
         tools=tools,
         playbook=agent.playbook,
+        model=ModelSettings(
+            model=agent.llm_model,
+            temperature=agent.temperature,
+            max_tokens=agent.max_tokens,
+            tool_choice=agent.tool_choice,
+        ),
     )

@@ -11,7 +11,8 @@ from typing import Any
 class FakeLLM:
     """Answers each POST /v1/chat/completions with the next scripted reply.
 
-    A reply is a dict (sent as the assistant message) or an int (an HTTP error status).
+    A reply is a dict (sent as the assistant message; a "finish_reason" key is sent as the
+    choice's), an int (an HTTP error status) or a tuple (status, headers).
     Every request body is kept in ``requests``.
     """
 
@@ -30,8 +31,14 @@ class FakeLLM:
                 fake.requests.append(json.loads(self.rfile.read(length)))
                 fake.headers.append(dict(self.headers))
                 reply = fake.replies.pop(0) if fake.replies else {"content": "done"}
-                if isinstance(reply, int):
-                    self.send_response(reply)
+                if isinstance(reply, dict):
+                    reply = dict(reply)
+                    finish_reason = reply.pop("finish_reason", "tool_calls" if reply.get("tool_calls") else "stop")
+                if isinstance(reply, int | tuple):
+                    status, headers = reply if isinstance(reply, tuple) else (reply, {})
+                    self.send_response(status)
+                    for name, value in headers.items():
+                        self.send_header(name, value)
                     self.end_headers()
                     self.wfile.write(b'{"error": "busy"}')
                     return
@@ -43,7 +50,7 @@ class FakeLLM:
                             {
                                 "index": 0,
                                 "message": {"role": "assistant", **reply},
-                                "finish_reason": "tool_calls" if reply.get("tool_calls") else "stop",
+                                "finish_reason": finish_reason,
                             }
                         ],
                         "usage": {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120},
