@@ -237,12 +237,14 @@ def _validated_edit(approval: ApprovalRequest, arguments: Any) -> tuple[dict[str
     return edited, verdict
 
 
-def approval_requests_cancel_for_run(*, run: Run, reason: str) -> int:
-    """Inside the caller's transaction: pending requests of a stopped run are cancelled."""
+def approval_requests_cancel_for_run(*, run: Run, reason: str, keep_reviews: bool = False) -> int:
+    """Inside the caller's transaction: pending requests of a stopped run are cancelled (with
+    ``keep_reviews``, only those the run waited on: after-the-fact reviews stay open)."""
     cancelled = 0
-    for approval in ApprovalRequest.objects.select_for_update(no_key=True).filter(
-        run=run, status=ApprovalStatus.PENDING
-    ):
+    pending = ApprovalRequest.objects.select_for_update(no_key=True).filter(run=run, status=ApprovalStatus.PENDING)
+    if keep_reviews:
+        pending = pending.exclude(kind=ApprovalKind.REVIEW)
+    for approval in pending:
         now = timezone.now()
         if not approval_move(
             approval_id=approval.pk,

@@ -32,6 +32,8 @@ class Action:
     transcript: JSONObject = field(default_factory=dict)
     # The redacted end of the history the reasoner answered (for the audit log).
     prompt_tail: list[JSONObject] = field(default_factory=list)
+    # The further calls of the same reply, in order: each goes through the policy on its own.
+    others: list[Action] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -77,7 +77,8 @@ def build_messages(view: RunView) -> list[JSONObject]:
 
 
 def parse_reply(reply: JSON) -> Action:
-    """The first tool call of the reply, or its text as the final answer; unusable output is "invalid"."""
+    """The reply's tool calls (the first, with the others in ``others``, in the model's order), or
+    its text as the final answer; unusable output is "invalid"."""
     try:
         choice = reply["choices"][0]
         message = choice["message"]
@@ -101,9 +102,19 @@ def parse_reply(reply: JSON) -> Action:
             finish_reason=finish_reason,
             transcript=transcript,
         )
-    call = tool_calls[0]
+    first, *others = [_call_action(call, finish_reason=finish_reason) for call in tool_calls]
+    first.rationale = message.get("content") or ""
+    first.transcript = transcript
+    first.others = others
+    return first
+
+
+def _call_action(call: JSON, *, finish_reason: str) -> Action:
+    """One tool call of a reply as a proposed action ("invalid" when its arguments are not JSON)."""
+    if not isinstance(call, dict):
+        return Action(kind="invalid", error="A tool call of the reply is not an object.", finish_reason=finish_reason)
     function = call.get("function") or {}
-    name = function.get("name") or ""
+    name = str(function.get("name") or "")
     raw = function.get("arguments") or "{}"
     call_id = str(call.get("id") or "")
     try:
@@ -115,17 +126,8 @@ def parse_reply(reply: JSON) -> Action:
             error=f"Tool arguments are not valid JSON: {exc.message}",
             call_id=call_id,
             finish_reason=finish_reason,
-            transcript=transcript,
         )
-    return Action(
-        kind="tool",
-        tool=name,
-        arguments=arguments,
-        rationale=message.get("content") or "",
-        call_id=call_id,
-        finish_reason=finish_reason,
-        transcript=transcript,
-    )
+    return Action(kind="tool", tool=name, arguments=arguments, call_id=call_id, finish_reason=finish_reason)
 
 
 def request_body(view: RunView) -> JSONObject:

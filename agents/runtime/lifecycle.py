@@ -207,6 +207,9 @@ def run_finish(run: Run, status: RunStatus, *, result: Any = None, error: str = 
     }
     if not run_move(run_id=run.pk, to=status, **fields):
         return False
+    # Nobody need decide what an ended run waited on (calls proposed beside the one that ended
+    # it, a cancel or the kill switch); after-the-fact reviews stay open.
+    approval_requests_cancel_for_run(run=run, reason=f"run {status}", keep_reviews=True)
     run.status = status
     for name, value in fields.items():
         setattr(run, name, value)

@@ -20,7 +20,7 @@ from agents.reasoners import Action, ReasonerError, reasoner_for
 from agents.runtime.lease import Lease, LeaseKeeper, LeaseLost, hold, lease_take, requeue
 from agents.runtime.ledger import final_answer_release, tool_call_execute
 from agents.runtime.lifecycle import run_finish
-from agents.runtime.proposals import final_answer_hold, propose
+from agents.runtime.proposals import final_answer_hold, propose, wait_for_the_rest
 from agents.runtime.resume import decisions_apply
 from agents.runtime.steps import guardrail_hits_record, reasoning_step, run_view
 from agents.tools import FINAL_ANSWER
@@ -94,6 +94,8 @@ def _loop(run: Run, lease: Lease, started: float, keeper: LeaseKeeper) -> None:
                 if locked.lease_owner == lease.token:
                     run_finish(locked, status, error=message)
             return
+        if wait_for_the_rest(run, lease=lease):
+            return  # a call proposed with the decided ones still waits for a person
         if keeper.lost or not lease.renew():
             return  # another worker took the run over (our lease expired)
         if progressed and time.monotonic() - started > settings.RUN_SLICE_SECONDS:

@@ -79,9 +79,9 @@ def _apply(run: Run, approval: ApprovalRequest) -> bool:
     agent = run.agent
     if expired and agent.expiry_action == Agent.ExpiryAction.CANCEL:
         run_finish(run, RunStatus.CANCELLED, error=f"Cancelled: {comment}", actor=reviewer)
-        return False
     # A rejected final answer ends the run: there is nothing left to re-plan.
-    if agent.on_reject == Agent.OnReject.STOP or tool_call.tool == FINAL_ANSWER:
+    elif agent.on_reject == Agent.OnReject.STOP or tool_call.tool == FINAL_ANSWER:
         run_finish(run, RunStatus.REJECTED, error=f"Rejected by {display_name(reviewer)}: {comment}", actor=reviewer)
-        return False
-    return True
+    else:
+        return True
+    return False

@@ -7,7 +7,7 @@ from decimal import Decimal
 import pytest
 
 from agents import runtime
-from agents.models import Agent, LedgerEntry, RunStatus, Step
+from agents.models import Agent, LedgerEntry, RunStatus, Step, Ticket
 from tests.agents.fake_llm import FakeLLM, tool_call
 from tests.conftest import grant_tools
 
@@ -103,15 +103,24 @@ def test_an_approved_call_is_answered_by_one_tool_message_right_after_it(
     from approvals.models import ApprovalRequest
 
     Agent.objects.filter(pk=support_agent.pk).update(reasoner="openai", autonomy_level=2)
+    ticket_id = Ticket.objects.get().pk
     replies = [
         tool_call(
-            "issue_refund", {"ticket_id": 1, "amount": 40, "currency": "USD", "reason": "late"}, call_id="Ab3dE6gH9"
+            "issue_refund",
+            {"ticket_id": ticket_id, "amount": 40, "currency": "USD", "reason": "late"},
+            call_id="Ab3dE6gH9",
         ),
         {"content": "Refunded."},
     ]
     with FakeLLM(replies) as fake:
         llm_settings.LLM_BASE_URL = fake.url
-        payload = {"ticket_id": 1, "customer_email": "jane@example.com", "amount": 40, "currency": "USD", "reason": "x"}
+        payload = {
+            "ticket_id": ticket_id,
+            "customer_email": "jane@example.com",
+            "amount": 40,
+            "currency": "USD",
+            "reason": "x",
+        }
         run = start(Agent.objects.get(pk=support_agent.pk), starter, payload)
         assert run.status == RunStatus.WAITING
         approval = ApprovalRequest.objects.get(run=run)
