@@ -18,9 +18,10 @@ from rest_framework.response import Response
 from rest_framework.throttling import AnonRateThrottle
 from rest_framework.views import APIView
 
-from agents import idempotency, operations, runtime
+from agents import feedback, idempotency, operations, runtime
 from agents.models import Agent, Run
 from agents.permissions import IsOperator, agents_visible_to, may_read_run, may_start_run
+from agents.selectors import run_feedback_list
 from agents.serializers import (
     AgentOutputSerializer,
     AgentUpdateRequest,
@@ -29,6 +30,8 @@ from agents.serializers import (
     EmergencyStopResponseSerializer,
     RunCancelRequestSerializer,
     RunCreateRequestSerializer,
+    RunFeedbackOutputSerializer,
+    RunFeedbackRequestSerializer,
     RunOutputSerializer,
     StepOutputSerializer,
     TokenRequestSerializer,
@@ -214,14 +217,65 @@ class RunCreateApi(APIView):
         return Response(answer.body, status=answer.status, headers=answer.headers)
 
 
+def _readable_run(request: Request, run_id: int) -> Run:
+    run = Run.objects.select_related("agent", "started_by").filter(pk=run_id).first()
+    # One answer for "no such run" and "not yours to see": ids of others' runs stay unknown.
+    if run is None or not may_read_run(user=request.user, run=run):
+        raise NotFound("No such run.")
+    return run
+
+
 class RunDetailApi(APIView):
     @extend_schema(responses={200: RunOutputSerializer, **error_responses(401, 404)})
     def get(self, request: Request, run_id: int) -> Response:
-        run = Run.objects.select_related("agent", "started_by").filter(pk=run_id).first()
-        # One answer for "no such run" and "not yours to see": ids of others' runs stay unknown.
-        if run is None or not may_read_run(user=request.user, run=run):
-            raise NotFound("No such run.")
-        return Response(RunOutputSerializer(run).data)
+        return Response(RunOutputSerializer(_readable_run(request, run_id)).data)
+
+
+class RunFeedbackApi(APIView):
+    @extend_schema(responses={200: RunFeedbackOutputSerializer(many=True), **error_responses(401, 404)})
+    def get(self, request: Request, run_id: int) -> Response:
+        run = _readable_run(request, run_id)
+        return Response(RunFeedbackOutputSerializer(run_feedback_list(run=run), many=True).data)
+
+    @extend_schema(
+        request=RunFeedbackRequestSerializer,
+        responses={
+            200: RunFeedbackOutputSerializer,
+            **error_responses(
+                400,
+                401,
+                403,
+                404,
+                409,
+                descriptions={
+                    403: "Only the run's starter or a reviewer of its agent may give feedback.",
+                    409: "The run has not finished yet.",
+                },
+            ),
+        },
+        examples=[
+            OpenApiExample(
+                "Thumbs down with a correction",
+                value={"rating": "down", "correction": "Refund 30 USD: the kettle was on sale."},
+                request_only=True,
+            ),
+        ],
+    )
+    def post(self, request: Request, run_id: int) -> Response:
+        run = _readable_run(request, run_id)
+        if not feedback.may_give_feedback(user=request.user, run=run):
+            raise PermissionDenied("Only the run's starter or a reviewer of its agent may give feedback on it.")
+        if not isinstance(request.data, dict):
+            raise serializers.ValidationError({"detail": "The body must be a JSON object with a 'rating'."})
+        data = RunFeedbackRequestSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        given = feedback.run_feedback_give(
+            run=run,
+            user=request.user,
+            rating=data.validated_data["rating"],
+            correction=data.validated_data.get("correction", ""),
+        )
+        return Response(RunFeedbackOutputSerializer(given).data)
 
 
 class RunCancelApi(APIView):

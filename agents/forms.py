@@ -1,4 +1,5 @@
-"""Forms of the operator console: they parse input; the audited services decide and write."""
+"""Forms of the operator console and the run trace: they parse input; the audited services
+decide and write."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any, cast
 from django import forms
 from django.contrib.auth.models import User
 
-from agents.models import Agent, AutonomyLevel
+from agents.models import Agent, AutonomyLevel, RunFeedback
 from agents.tools import registry
 from approvals.models import BusinessRule
 from config.errors import JSONRefused, JSONSyntaxError
@@ -104,3 +105,17 @@ class ReviewerAssignmentForm(forms.Form):
         users = User.objects.filter(is_active=True).order_by("username")
         cast("forms.ModelChoiceField[User]", self.fields["reviewer"]).queryset = users
         cast("forms.ModelChoiceField[Agent]", self.fields["agent"]).queryset = Agent.objects.order_by("slug")
+
+
+class RunFeedbackForm(forms.Form):
+    """Thumbs up or down on a finished run (the button pressed), and an optional correction."""
+
+    rating = forms.ChoiceField(
+        choices=RunFeedback.Rating.choices, error_messages={"required": "Choose thumbs up or thumbs down."}
+    )
+    correction = forms.CharField(
+        required=False,
+        max_length=RunFeedback.CORRECTION_MAX_LENGTH,
+        widget=forms.Textarea(attrs={"rows": 3}),
+        help_text="What the run should have done (optional).",
+    )

@@ -184,6 +184,31 @@ class Run(models.Model):
         return self.status in TERMINAL_RUN_STATUSES
 
 
+class RunFeedback(models.Model):
+    """A person's verdict on a finished run: thumbs up or down and, optionally, what it should
+    have done. One per user and run; giving it again replaces it (agents.feedback)."""
+
+    class Rating(models.TextChoices):
+        UP = "up"
+        DOWN = "down"
+
+    CORRECTION_MAX_LENGTH = 4000
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="feedback")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    rating = models.CharField(max_length=4, choices=Rating.choices)
+    correction = models.TextField(max_length=CORRECTION_MAX_LENGTH, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["run", "created_at", "id"]
+        constraints = [models.UniqueConstraint(fields=["run", "user"], name="runfeedback_unique_user")]
+
+    def __str__(self) -> str:
+        return f"feedback {self.rating} on run {self.run_id}"
+
+
 class Step(models.Model):
     class Kind(models.TextChoices):
         REASONING = "reasoning"
@@ -346,6 +371,7 @@ __all__ = [
     "LedgerEntry",
     "OutboxEmail",
     "Run",
+    "RunFeedback",
     "RunStatus",
     "Step",
     "Ticket",

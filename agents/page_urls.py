@@ -15,5 +15,6 @@ urlpatterns = [
     path("console/assignments/", console.console_assignment, name="console-assignment"),
     path("runs/", runs.run_list, name="run-list"),
     path("runs/<int:run_id>/", trace.run_trace, name="run-trace"),
+    path("runs/<int:run_id>/feedback/", trace.run_feedback, name="run-feedback"),
     path("runs/<int:run_id>/trace.json", trace.run_trace_json, name="run-trace-json"),
 ]

@@ -11,7 +11,7 @@ from django.db.models.functions import Coalesce
 from guardian.models import GroupObjectPermission, UserObjectPermission
 from guardian.shortcuts import get_objects_for_user
 
-from agents.models import Agent, Run, RunStatus
+from agents.models import Agent, Run, RunFeedback, RunStatus
 from agents.permissions import AUDITORS, in_group, is_operator
 from approvals.models import ApprovalRequest, ApprovalStatus
 from audit.types import AnyUser
@@ -117,3 +117,8 @@ def run_agents_for_user(*, user: AnyUser) -> QuerySet[Agent]:
         return Agent.objects.order_by("name", "slug")
     own = Run.objects.filter(started_by_id=user.pk).values("agent_id")
     return Agent.objects.filter(Q(pk__in=own) | Q(pk__in=_agents_granted_to(user))).order_by("name", "slug")
+
+
+def run_feedback_list(*, run: Run) -> list[RunFeedback]:
+    """Every feedback on the run, oldest first, with its author."""
+    return list(run.feedback.select_related("user").order_by("created_at", "id"))

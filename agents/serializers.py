@@ -12,7 +12,7 @@ from django.contrib.auth.models import User
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from agents.models import Agent, Run, RunStatus, Step
+from agents.models import Agent, Run, RunFeedback, RunStatus, Step
 from audit.types import JSON
 from config.serializers import JSONBodySerializer, NamedChoiceField
 
@@ -195,3 +195,32 @@ class RunCancelRequest(TypedDict):
 
 class RunCancelRequestSerializer(JSONBodySerializer[RunCancelRequest]):
     reason = serializers.CharField(max_length=1000, required=False, allow_blank=True, default="")
+
+
+# --- Feedback on a finished run ---------------------------------------------------------------------
+
+
+class RunFeedbackRequest(TypedDict):
+    rating: str
+    correction: NotRequired[str]
+
+
+class RunFeedbackRequestSerializer(JSONBodySerializer[RunFeedbackRequest]):
+    rating = NamedChoiceField(enum_name="FeedbackRatingEnum", choices=RunFeedback.Rating.choices)
+    correction = serializers.CharField(
+        max_length=RunFeedback.CORRECTION_MAX_LENGTH,
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text="What the run should have done; replaces an earlier correction (empty: none).",
+    )
+
+
+class RunFeedbackOutputSerializer(serializers.ModelSerializer[RunFeedback]):
+    user: serializers.SlugRelatedField[User] = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    rating = NamedChoiceField(enum_name="FeedbackRatingEnum", choices=RunFeedback.Rating.choices, read_only=True)
+
+    class Meta:
+        model = RunFeedback
+        fields = ["run", "user", "rating", "correction", "created_at", "updated_at"]
+        read_only_fields = fields

@@ -11,5 +11,6 @@ urlpatterns = [
     path("agents/<slug:slug>/", api.AgentDetailApi.as_view(), name="api-agent"),
     path("agents/<slug:slug>/runs/", api.RunCreateApi.as_view(), name="api-run-create"),
     path("runs/<int:run_id>/", api.RunDetailApi.as_view(), name="api-run"),
+    path("runs/<int:run_id>/feedback/", api.RunFeedbackApi.as_view(), name="api-run-feedback"),
     path("runs/<int:run_id>/cancel/", api.RunCancelApi.as_view(), name="api-run-cancel"),
 ]

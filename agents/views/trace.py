@@ -1,18 +1,26 @@
-"""The run trace page: a run's steps, approvals and result, polled while the run goes on."""
+"""The run trace page: a run's steps, approvals and result, polled while the run goes on; and,
+once it has finished, the feedback of its starter and reviewers."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import redirect
 from django.urls import reverse
 from django.utils import timezone
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_GET, require_POST
 
+from agents.feedback import may_give_feedback, run_feedback_give
+from agents.forms import RunFeedbackForm
 from agents.models import TERMINAL_RUN_STATUSES, Run
 from agents.permissions import may_read_run
-from config.pages import KIND_LABELS, pretty, render_page, step_view
+from agents.selectors import run_feedback_list
+from config.errors import DomainError
+from config.pages import KIND_LABELS, field_errors, pretty, render_page, step_view
 
 
 def _run_summary(run: Run) -> dict[str, Any]:
@@ -61,10 +69,24 @@ def _readable_run(request: HttpRequest, run_id: int) -> Run:
     return run
 
 
-@login_required
-@require_GET
-def run_trace(request: HttpRequest, run_id: int) -> HttpResponse:
-    run = _readable_run(request, run_id)
+def _feedback_context(request: HttpRequest, run: Run, form: RunFeedbackForm | None) -> dict[str, Any]:
+    given = run_feedback_list(run=run)
+    mine = next((feedback for feedback in given if feedback.user_id == request.user.pk), None)
+    allowed = may_give_feedback(user=request.user, run=run)
+    if form is None and allowed:
+        form = RunFeedbackForm(initial={"correction": mine.correction if mine else ""})
+    return {
+        "feedback": given,
+        "my_feedback": mine,
+        "may_give_feedback": allowed,
+        "feedback_form": form,
+        "feedback_url": reverse("run-feedback", args=[run.pk]),
+    }
+
+
+def _trace_page(
+    request: HttpRequest, run: Run, *, feedback_form: RunFeedbackForm | None = None, status: int | None = None
+) -> HttpResponse:
     steps = [step_view(step) for step in run.steps.order_by("index")]
     summary = _run_summary(run)
     state = {
@@ -84,8 +106,41 @@ def run_trace(request: HttpRequest, run_id: int) -> HttpResponse:
             "approvals": _run_approvals(run),
             "input_pretty": pretty(run.input),
             "state": state,
+            **_feedback_context(request, run, feedback_form),
         },
+        status=status,
     )
+
+
+@login_required
+@require_GET
+def run_trace(request: HttpRequest, run_id: int) -> HttpResponse:
+    return _trace_page(request, _readable_run(request, run_id))
+
+
+@login_required
+@require_POST
+def run_feedback(request: HttpRequest, run_id: int) -> HttpResponse:
+    run = _readable_run(request, run_id)
+    if not may_give_feedback(user=request.user, run=run):
+        raise PermissionDenied("Only the run's starter or a reviewer of its agent may give feedback on it.")
+    form = RunFeedbackForm(request.POST)
+    if not form.is_valid():
+        return _trace_page(request, run, feedback_form=form, status=400)
+    try:
+        run_feedback_give(
+            run=run, user=request.user, rating=form.cleaned_data["rating"], correction=form.cleaned_data["correction"]
+        )
+    except DomainError as exc:
+        messages_by_field = field_errors(exc.details)
+        for errors in messages_by_field.values():
+            for message in errors:
+                form.add_error(None, message)
+        if not messages_by_field:
+            form.add_error(None, exc.message)
+        return _trace_page(request, run, feedback_form=form, status=exc.status_code)
+    messages.success(request, "Thank you: your feedback on this run is saved.")
+    return redirect(reverse("run-trace", args=[run.pk]) + "#feedback")
 
 
 @login_required

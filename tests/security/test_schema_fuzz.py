@@ -67,14 +67,16 @@ OWN_OPERATIONS = {
 
 # Operations with rules no schema can state, on stored rows or between fields: credentials against
 # the users, a run's input against its agent's input_schema, a decision against its approval's kind
-# and its tool's arguments schema, a level change against the agent's tools, an audit window whose
-# since must come before its until. A request the schema allows may still get their documented 400;
-# every other check applies to them as to the rest.
+# and its tool's arguments schema, a level change against the agent's tools, feedback against its
+# run's status (409 until it has finished), an audit window whose since must come before its until.
+# A request the schema allows may still get their documented 400 (or 409); every other check
+# applies to them as to the rest.
 BEYOND_THE_SCHEMA = [
     "POST /api/v1/auth/token/",
     "POST /api/v1/agents/{slug}/runs/",
     "POST /api/v1/approvals/{approval_id}/decision/",
     "PATCH /api/v1/agents/{slug}/",
+    "POST /api/v1/runs/{run_id}/feedback/",
     "GET /api/v1/audit/events/",
 ]
 ACCEPTED_BEYOND_THE_SCHEMA = ["2xx", "3xx", "400", "401", "403", "404", "409", "429"]
