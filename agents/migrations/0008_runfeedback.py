@@ -7,7 +7,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("agents", "0006_step_model_guardrailhitrecord"),
+        ("agents", "0007_agent_model_settings"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
