@@ -22,6 +22,7 @@ class Action:
     answer: JSON = None
     error: str = ""
     model: str = ""  # the model that answered; empty when no model was asked
+    finish_reason: str = ""  # why the model stopped, as its reply said ("tool_calls", "stop", ...)
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost: Decimal = Decimal("0")

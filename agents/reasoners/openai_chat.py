@@ -76,6 +76,13 @@ def parse_reply(reply: JSON) -> Action:
     )
 
 
+def finish_reason(reply: JSON) -> str:
+    try:
+        return str(reply["choices"][0].get("finish_reason") or "")
+    except (KeyError, IndexError, TypeError, AttributeError):
+        return ""
+
+
 class OpenAIChatReasoner(Reasoner):
     def __init__(self, *, client: httpx.Client | None = None) -> None:
         self.client = client or httpx.Client(timeout=settings.LLM_TIMEOUT_SECONDS)
@@ -96,6 +103,7 @@ class OpenAIChatReasoner(Reasoner):
         started = time.monotonic()
         reply = self._post(body)
         action = parse_reply(reply)
+        action.finish_reason = finish_reason(reply)
         action.latency_ms = int((time.monotonic() - started) * 1000)
         usage = reply.get("usage") or {}
         action.model = settings.LLM_MODEL

@@ -10,6 +10,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
+from agents import tracing
 from agents.models import TERMINAL_RUN_STATUSES, Run
 from agents.permissions import may_read_run
 from config.pages import KIND_LABELS, pretty, render_page, step_view
@@ -83,6 +84,8 @@ def run_trace(request: HttpRequest, run_id: int) -> HttpResponse:
             "steps": steps,
             "approvals": _run_approvals(run),
             "input_pretty": pretty(run.input),
+            # What an operator looks the run up by in the trace collector, when traces are exported.
+            "trace_id": tracing.run_trace_id(run) if tracing.tracing_enabled() else "",
             "state": state,
         },
     )
