@@ -117,7 +117,7 @@ def _emit(
     end_ns: int,
     attributes: Mapping[str, AttributeValue],
     kind: SpanKind = SpanKind.INTERNAL,
-    error: str = "",
+    failed: bool = False,
 ) -> None:
     """After commit: one finished span of the run's trace. ``key`` names it within the run
     (a child), or is empty for the root."""
@@ -132,8 +132,8 @@ def _emit(
         if key
         else Context()
     )
-    # Plain str: a status is a TextChoices member, which the protobuf encoder would refuse.
-    clean = {name: str(value) if isinstance(value, str) else value for name, value in attributes.items() if value != ""}
+    # Statuses are TextChoices members: exported as plain strings. Empty values are left out.
+    clean = {attr: str(value) if isinstance(value, str) else value for attr, value in attributes.items() if value != ""}
     end_ns = max(end_ns, start_ns)
 
     def send() -> None:
@@ -142,7 +142,7 @@ def _emit(
             return
         with telemetry.pinned_ids(trace_id=trace_id, span_id=span_id):
             span = tracer.start_span(name, context=parent, kind=kind, attributes=clean, start_time=start_ns)
-        if error:
+        if failed:
             span.set_status(Status(StatusCode.ERROR))
         span.end(end_time=end_ns)
 
@@ -167,7 +167,7 @@ def chat_span(run: Run, action: Proposal, *, step: int) -> None:
         start_ns=end - action.latency_ms * 1_000_000,
         end_ns=end,
         kind=SpanKind.CLIENT if model else SpanKind.INTERNAL,
-        error="error" if action.kind == "invalid" else "",
+        failed=action.kind == "invalid",
         attributes={
             "gen_ai.operation.name": "chat",
             "gen_ai.provider.name": run.agent.reasoner,
@@ -196,7 +196,7 @@ def tool_span(run: Run, tool_call: ToolCall, *, status: str, latency_ms: int = 0
         key=("tool", tool_call.step),
         start_ns=end - latency_ms * 1_000_000,
         end_ns=end,
-        error=status if failed else "",
+        failed=failed,
         attributes={
             "gen_ai.operation.name": "execute_tool",
             "gen_ai.tool.name": tool_call.tool,
@@ -260,7 +260,7 @@ def run_span(run: Run) -> None:
         key=(),
         start_ns=_ns(run.started_at or run.created_at),
         end_ns=_ns(finished),
-        error=run.status if failed else "",
+        failed=failed,
         attributes={
             "gen_ai.operation.name": "invoke_agent",
             "gen_ai.agent.name": agent.name,
