@@ -15,6 +15,9 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
 from config.routing import websocket_urlpatterns  # noqa: E402
+from config.telemetry import tracing_setup  # noqa: E402
+
+tracing_setup()  # run traces over OTLP/HTTP when OTEL_EXPORTER_OTLP_*ENDPOINT is set
 
 application = ProtocolTypeRouter(
     {

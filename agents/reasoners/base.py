@@ -23,8 +23,8 @@ class Action:
     error: str = ""
     # The id the model gave its call, kept so that the answering tool message carries it back.
     call_id: str = ""
-    finish_reason: str = ""
     model: str = ""  # the model that answered; empty when no model was asked
+    finish_reason: str = ""  # why the model stopped, as its reply said ("tool_calls", "stop", ...)
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost: Decimal = Decimal("0")

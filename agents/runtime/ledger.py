@@ -18,6 +18,7 @@ from django.conf import settings
 from django.db import connection
 from django.db.models import F
 
+from agents import tracing
 from agents.models import GuardrailHitRecord, Run, RunStatus, Step, ToolCall, ToolCallStatus
 from agents.runtime.lease import Lease, hold
 from agents.runtime.lifecycle import run_finish
@@ -177,6 +178,7 @@ def tool_call_finish(
             verdict_reason="; ".join(f"guardrail {h.name}: {h.message}" for h in hits),
             input={"call_step": tool_call.step, "tool": tool_call.tool, "status": status},
         )
+        tracing.tool_span(run, tool_call, status=status, latency_ms=latency_ms)
         audit_record(
             actor=run.agent,
             action="agents.tool_call.executed",

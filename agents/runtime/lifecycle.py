@@ -13,6 +13,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.utils import timezone
 
+from agents import tracing
 from agents.models import Agent, Run, RunStatus
 from agents.runtime.status import run_move
 from approvals.decisions import approval_requests_cancel_for_run
@@ -217,6 +218,7 @@ def run_finish(run: Run, status: RunStatus, *, result: Any = None, error: str = 
     audit_record(
         actor=actor or run.agent, action=action, target=run, data={"status": status, "error": error, "result": result}
     )
+    tracing.run_span(run)
     return True
 
 

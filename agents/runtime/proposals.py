@@ -7,6 +7,7 @@ import json
 import time
 from typing import Any, Literal
 
+from agents import tracing
 from agents.models import Agent, GuardrailHitRecord, Run, RunStatus, Step, ToolCall, ToolCallStatus
 from agents.reasoners import Action
 from agents.runtime.lease import Lease, hold
@@ -139,6 +140,7 @@ def _propose_call(run: Run, agent: Agent, action: Action, redactor: Redactor, wa
 
     if verdict.verdict == Verdict.BLOCK:
         tool_call_move(tool_call_id=tool_call.pk, to=ToolCallStatus.BLOCKED)
+        tracing.tool_span(run, tool_call, status=ToolCallStatus.BLOCKED)
         record_step(
             run,
             Step.Kind.OBSERVATION,

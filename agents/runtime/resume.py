@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from agents import tracing
 from agents.models import Agent, Run, RunStatus, Step, ToolCallStatus
 from agents.runtime.lease import Lease, hold
 from agents.runtime.lifecycle import display_name, run_finish
@@ -59,6 +60,7 @@ def _apply(run: Run, approval: ApprovalRequest) -> bool:
         fields = {"error": comment}
     if not tool_call_move(tool_call_id=tool_call.pk, to=call_status, source=ToolCallStatus.AWAITING, **fields):
         return True  # applied by an earlier worker
+    tracing.decision_spans(run, approval, call_status=call_status)
     rejected = call_status == ToolCallStatus.REJECTED
     record_step(
         run,

@@ -7,6 +7,7 @@ from typing import Any
 
 from django.db.models import F
 
+from agents import tracing
 from agents.models import GuardrailHitRecord, Run, Step
 from agents.reasoners import Action
 from agents.reasoners.base import ModelSettings, RunView, ToolSpec
@@ -80,7 +81,7 @@ def reasoning_step(run: Run, action: Action) -> Step:
             "tokens": [action.prompt_tokens, action.completion_tokens],
         },
     )
-    return record_step(
+    step = record_step(
         run,
         Step.Kind.REASONING,
         input={
@@ -97,6 +98,8 @@ def reasoning_step(run: Run, action: Action) -> Step:
         completion_tokens=action.completion_tokens,
         cost=action.cost,
     )
+    tracing.chat_span(run, action, step=step.index)
+    return step
 
 
 def run_view(run: Run, redactor: Redactor) -> RunView:

@@ -14,6 +14,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
+from agents import tracing
 from agents.feedback import may_give_feedback, run_feedback_give
 from agents.forms import RunFeedbackForm
 from agents.models import TERMINAL_RUN_STATUSES, Run
@@ -105,6 +106,8 @@ def _trace_page(
             "steps": steps,
             "approvals": _run_approvals(run),
             "input_pretty": pretty(run.input),
+            # What an operator looks the run up by in the trace collector, when traces are exported.
+            "trace_id": tracing.run_trace_id(run) if tracing.tracing_enabled() else "",
             "state": state,
             **_feedback_context(request, run, feedback_form),
         },
