@@ -74,19 +74,21 @@ def _tools(agent: Agent) -> list[Tool]:
     return [tool for tool in tools if not tool.is_read_only and not tool.asks_human]
 
 
-def _level_changes(agent: Agent, tools: list[Tool]) -> dict[str, datetime]:
-    """When each tool's level last changed: its own override, or the agent's level while the tool
-    follows it, or the agent's definition loaded with other levels."""
+def _level_changes(agents: list[Agent]) -> dict[tuple[int, str], datetime]:
+    """When each agent's tool last changed level: its own override, or the agent's level while the
+    tool follows it, or the agent's definition loaded with other levels. One query."""
+    by_id = {str(agent.pk): agent for agent in agents}
     events = AuditEvent.objects.filter(
         target_type="agents.agent",
-        target_id=str(agent.pk),
+        target_id__in=list(by_id),
         action__in=["agents.agent.level_changed", "agents.agent.updated"],
-    ).values_list("action", "data", "created_at")
-    since: dict[str, datetime] = {}
-    for action, data, created_at in events.order_by("id"):
-        for tool in tools:
+    ).values_list("target_id", "action", "data", "created_at")
+    since: dict[tuple[int, str], datetime] = {}
+    for target_id, action, data, created_at in events.order_by("id"):
+        agent = by_id[target_id]
+        for tool in _tools(agent):
             if _changes_level(action=action, data=data, tool=tool.name, overridden=tool.name in agent.tool_levels):
-                since[tool.name] = created_at
+                since[(agent.pk, tool.name)] = created_at
     return since
 
 
@@ -99,46 +101,51 @@ def _changes_level(*, action: str, data: Any, tool: str, overridden: bool) -> bo
     return data.get("tool") == tool or (not data.get("tool") and not overridden)
 
 
-def _after(field: str, floors: dict[str, datetime], tools: list[Tool]) -> Q:
+def _after(field: str, agent_field: str, floors: dict[tuple[int, str], datetime], agents: list[Agent]) -> Q:
+    """Each agent's tools, each since its own level change."""
     condition = Q(pk__in=[])
-    for tool in tools:
-        floor = floors.get(tool.name)
-        condition |= Q(tool=tool.name, **({f"{field}__gt": floor} if floor else {}))
+    for agent in agents:
+        for tool in _tools(agent):
+            floor = floors.get((agent.pk, tool.name))
+            since = {f"{field}__gt": floor} if floor else {}
+            condition |= Q(**{agent_field: agent.pk, "tool": tool.name, **since})
     return condition
 
 
-def _newest_first(field: str) -> Window:
-    """Numbers each tool's rows, newest first: keeping ``n <= last`` keeps its last ones."""
-    return Window(RowNumber(), partition_by=[F("tool")], order_by=[F(field).desc(), F("id").desc()])
+def _newest_first(field: str, agent_field: str) -> Window:
+    """Numbers each agent's tool's rows, newest first: keeping ``n <= last`` keeps its last ones."""
+    return Window(RowNumber(), partition_by=[F(agent_field), F("tool")], order_by=[F(field).desc(), F("id").desc()])
 
 
-def _outcomes(agent: Agent, tools: list[Tool], last: int) -> dict[str, list[_Outcome]]:
-    """Each tool's last ``last`` outcomes since its level changed, newest first: two queries, a
-    window function numbering each tool's rows."""
-    floors = _level_changes(agent, tools)
+def _outcomes(agents: list[Agent], last: int) -> dict[tuple[int, str], list[_Outcome]]:
+    """Each agent's tool's last ``last`` outcomes since its level changed, newest first: three
+    queries, whatever the number of agents, a window function numbering each tool's rows."""
+    floors = _level_changes(agents)
     decided = (
-        ApprovalRequest.objects.filter(_after("decided_at", floors, tools), agent=agent, status__in=DECIDED)
+        ApprovalRequest.objects.filter(_after("decided_at", "agent_id", floors, agents), status__in=DECIDED)
         .exclude(kind=ApprovalKind.QUESTION)
         .annotate(
             edited=ExpressionWrapper(Q(decided_arguments__isnull=False), output_field=BooleanField()),
-            n=_newest_first("decided_at"),
+            n=_newest_first("decided_at", "agent_id"),
         )
         .filter(n__lte=last)
-        .values_list("id", "tool", "status", "edited", "decided_at")
+        .values_list("id", "agent_id", "tool", "status", "edited", "decided_at")
     )
     blocked = (
-        ToolCall.objects.filter(_after("created_at", floors, tools), run__agent=agent, status=ToolCallStatus.BLOCKED)
-        .annotate(n=_newest_first("created_at"))
+        ToolCall.objects.filter(_after("created_at", "run__agent_id", floors, agents), status=ToolCallStatus.BLOCKED)
+        .annotate(n=_newest_first("created_at", "run__agent_id"))
         .filter(n__lte=last)
-        .values_list("id", "tool", "created_at")
+        .values_list("id", "run__agent_id", "tool", "created_at")
     )
-    outcomes: dict[str, list[_Outcome]] = {tool.name: [] for tool in tools}
-    for approval_id, tool_name, status, edited, decided_at in decided:
+    outcomes: dict[tuple[int, str], list[_Outcome]] = {}
+    for approval_id, agent_id, tool_name, status, edited, decided_at in decided:
         if decided_at is not None:  # every decision has its time; the type does not know it
-            outcomes[tool_name].append(_Outcome(at=decided_at, status=status, edited=edited, approval_id=approval_id))
-    for tool_call_id, tool_name, created_at in blocked:
-        outcomes[tool_name].append(_Outcome(at=created_at, status=ToolCallStatus.BLOCKED, tool_call_id=tool_call_id))
-    return {name: sorted(items, key=lambda o: o.at, reverse=True)[:last] for name, items in outcomes.items()}
+            outcome = _Outcome(at=decided_at, status=status, edited=edited, approval_id=approval_id)
+            outcomes.setdefault((agent_id, tool_name), []).append(outcome)
+    for tool_call_id, agent_id, tool_name, created_at in blocked:
+        outcome = _Outcome(at=created_at, status=ToolCallStatus.BLOCKED, tool_call_id=tool_call_id)
+        outcomes.setdefault((agent_id, tool_name), []).append(outcome)
+    return {key: sorted(items, key=lambda o: o.at, reverse=True)[:last] for key, items in outcomes.items()}
 
 
 def _percent(part: int, whole: int) -> str:
@@ -198,16 +205,22 @@ def _made(tool: Tool, level: int, suggested: int, direction: str, reason: str, e
     )
 
 
-def advice_for(*, agent: Agent, last: int | None = None) -> list[Suggestion]:
-    """The suggestions for ``agent``'s tools over each one's last ``last`` outcomes
+def advice_for_agents(*, agents: list[Agent], last: int | None = None) -> dict[int, list[Suggestion]]:
+    """The suggestions for each agent's tools (by agent id) over each one's last ``last`` outcomes
     (``ADVISOR_DECISIONS`` by default), in the order of the agent's tools. Three queries."""
     last = last or settings.ADVISOR_DECISIONS
-    tools = _tools(agent)
-    if not tools:
-        return []
-    outcomes = _outcomes(agent, tools, last)
-    suggestions = [
-        _suggestion(tool=tool, level=effective_level(agent, tool), outcomes=outcomes[tool.name], last=last)
-        for tool in tools
-    ]
-    return [suggestion for suggestion in suggestions if suggestion is not None]
+    judged = [agent for agent in agents if _tools(agent)]
+    outcomes = _outcomes(judged, last) if judged else {}
+    advice: dict[int, list[Suggestion]] = {agent.pk: [] for agent in agents}
+    for agent in judged:
+        for tool in _tools(agent):
+            evidence = outcomes.get((agent.pk, tool.name), [])
+            suggestion = _suggestion(tool=tool, level=effective_level(agent, tool), outcomes=evidence, last=last)
+            if suggestion is not None:
+                advice[agent.pk].append(suggestion)
+    return advice
+
+
+def advice_for(*, agent: Agent, last: int | None = None) -> list[Suggestion]:
+    """The suggestions for ``agent``'s tools: ``advice_for_agents`` of one agent."""
+    return advice_for_agents(agents=[agent], last=last)[agent.pk]

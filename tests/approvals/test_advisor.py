@@ -10,7 +10,7 @@ from django.test.utils import CaptureQueriesContext
 from agents import runtime
 from agents.models import Agent, Run, Ticket, ToolCall, ToolCallStatus
 from agents.operations import agent_set_level
-from approvals.advisor import advice_for
+from approvals.advisor import advice_for, advice_for_agents
 from approvals.decisions import approval_request_decide
 from approvals.models import ApprovalKind, ApprovalRequest, BusinessRule
 from tests.pages import waiting_refund
@@ -116,9 +116,12 @@ def test_no_level_five_for_a_risky_tool_but_for_a_low_risk_one(support_agent, st
     assert Agent.objects.get(pk=support_agent.pk).tool_levels == {"update_ticket": 5}
 
 
-def test_advice_takes_a_fixed_number_of_queries(support_agent, starter, assigned_reviewer):
+def test_advice_takes_three_queries_for_any_number_of_agents(support_agent, starter, assigned_reviewer):
     refunds_approved(support_agent, starter, assigned_reviewer, 3)
-    agent = Agent.objects.get(pk=support_agent.pk)
+    agents = [Agent.objects.get(pk=support_agent.pk)] + [
+        Agent.objects.create(slug=f"extra-{i}", name=f"Extra {i}", objective="o", scope="s", tools=["update_ticket"])
+        for i in range(3)
+    ]
     with CaptureQueriesContext(connection) as queries:
-        advice_for(agent=agent, last=10)
-    assert len(queries) == 3
+        advice = advice_for_agents(agents=agents, last=10)
+    assert len(queries) == 3 and set(advice) == {agent.pk for agent in agents}
