@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from rest_framework.test import APIClient
 
 from agents import runtime
 from agents.models import Agent, Run, Ticket, ToolCall, ToolCallStatus
@@ -125,3 +126,17 @@ def test_advice_takes_three_queries_for_any_number_of_agents(support_agent, star
     with CaptureQueriesContext(connection) as queries:
         advice = advice_for_agents(agents=agents, last=10)
     assert len(queries) == 3 and set(advice) == {agent.pk for agent in agents}
+
+
+def test_the_advice_api_is_for_operators(support_agent, starter, assigned_reviewer, operator):
+    refunds_approved(support_agent, starter, assigned_reviewer, 5)
+    client = APIClient()
+    client.force_authenticate(operator)
+    [suggestion] = client.get("/api/v1/agents/support/advice/?last=5").json()
+    assert (suggestion["tool"], suggestion["direction"], suggestion["suggested_level"]) == ("issue_refund", "raise", 3)
+    assert suggestion["incident_approval_ids"] == [] and suggestion["unchanged"] == 5
+    assert client.get("/api/v1/agents/support/advice/").json() == []  # 5 of the default 50: too few
+    assert client.get("/api/v1/agents/support/advice/?last=0").status_code == 400
+    assert client.get("/api/v1/agents/nope/advice/").status_code == 404
+    client.force_authenticate(assigned_reviewer)
+    assert client.get("/api/v1/agents/support/advice/").status_code == 403

@@ -10,6 +10,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from guardian.shortcuts import assign_perm
+from rest_framework.test import APIClient
 
 from approvals.analytics import dwell_seconds, reviewer_stats, rubber_stamp_signals
 from approvals.decisions import approval_request_decide
@@ -121,3 +122,20 @@ def test_dwell_is_never_negative():
     now = timezone.now()
     assert dwell_seconds(decided_at=now, requested_at=now + timedelta(seconds=1), previous_at=None) == 0
     assert dwell_seconds(decided_at=now, requested_at=now - timedelta(seconds=9), previous_at=now) == 0
+
+
+def test_the_stats_api_is_for_operators_and_refuses_a_bad_since(
+    support_agent, starter, assigned_reviewer, operator, auditor
+):
+    fast_reviewer_script(support_agent, starter, assigned_reviewer, 20)
+    client = APIClient()
+    client.force_authenticate(operator)
+    response = client.get("/api/v1/reviewers/stats/", {"since": (START - timedelta(minutes=1)).isoformat()})
+    assert response.status_code == 200
+    [row] = response.json()
+    assert (row["reviewer"], row["decisions"], row["rubber_stamp"]) == ("reviewer", 20, True)
+    bad = client.get("/api/v1/reviewers/stats/?since=yesterday")
+    assert bad.status_code == 400 and "since" in bad.json()["errors"]
+    for user in (assigned_reviewer, auditor):
+        client.force_authenticate(user)
+        assert client.get("/api/v1/reviewers/stats/").status_code == 403
