@@ -2,12 +2,13 @@ from __future__ import annotations
 
 from django.urls import path
 
-from agents.views import console, runs, trace
+from agents.views import console, reviewers, runs, trace
 
 urlpatterns = [
     path("console/", console.console, name="console"),
     path("console/agents/<slug:slug>/level/", console.console_agent_level, name="console-agent-level"),
     path("console/agents/<slug:slug>/enabled/", console.console_agent_enabled, name="console-agent-enabled"),
+    path("console/reviewers/", reviewers.console_reviewers, name="console-reviewers"),
     path("console/emergency-stop/", console.console_emergency_stop, name="console-emergency-stop"),
     path("console/rules/new/", console.console_rule, name="console-rule-new"),
     path("console/rules/<int:rule_id>/", console.console_rule, name="console-rule"),

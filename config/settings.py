@@ -18,7 +18,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.utils.csp import CSP
 
 from config.databases import database_from_env
-from config.env import env_bool, env_int, env_list, env_prices, password_masked
+from config.env import env_bool, env_int, env_list, env_prices, env_share, password_masked
 
 # Lets classes such as ModelAdmin[AuditEvent] be written as the type checker reads them.
 django_stubs_ext.monkeypatch()
@@ -377,3 +377,14 @@ GUARDRAIL_FLAG_PATTERNS = [r"\b(guarantee|lawsuit|legal action)\b"]
 GUARDRAIL_ALLOWED_URL_DOMAINS = env_list("GUARDRAIL_ALLOWED_URL_DOMAINS", "example.com,countersign.local")
 # Tool output and arguments outside these bounds are flagged for a person.
 GUARDRAIL_NUMERIC_BOUNDS = {"issue_refund": {"amount": (0.01, 10_000)}}
+
+# Oversight (approvals/analytics.py, approvals/advisor.py): a rubber stamp is SHARE of at least MIN_DECISIONS
+# in WINDOW approved unchanged within SECONDS; the advisor weighs a tool's last ADVISOR_DECISIONS outcomes.
+RUBBER_STAMP_SECONDS = env_int("RUBBER_STAMP_SECONDS", 5, minimum=1)
+RUBBER_STAMP_SHARE = env_share("RUBBER_STAMP_SHARE", 0.8)
+RUBBER_STAMP_MIN_DECISIONS = env_int("RUBBER_STAMP_MIN_DECISIONS", 20, minimum=1)
+RUBBER_STAMP_WINDOW_SECONDS = env_int("RUBBER_STAMP_WINDOW_SECONDS", 7 * 24 * 3600, minimum=60)
+ADVISOR_DECISIONS = env_int("ADVISOR_DECISIONS", 50, minimum=1)
+ADVISOR_RAISE_UNCHANGED_SHARE = env_share("ADVISOR_RAISE_UNCHANGED_SHARE", 0.95)
+ADVISOR_LOWER_SHARE = env_share("ADVISOR_LOWER_SHARE", 0.2)
+ADVISOR_LOWER_MIN_DECISIONS = env_int("ADVISOR_LOWER_MIN_DECISIONS", 10, minimum=1)

@@ -32,6 +32,7 @@ from agents.models import Agent, AutonomyLevel
 from agents.operations import agent_set_enabled, agent_set_level, agents_emergency_stop
 from agents.permissions import is_operator
 from agents.selectors import agents_overview, review_grants_by_agent
+from approvals.advisor import advice_for_agents
 from approvals.models import BusinessRule
 from approvals.operations import business_rule_delete, business_rule_save, reviewer_assignment_set
 from approvals.selectors import business_rules
@@ -56,6 +57,7 @@ def _console_page(
     bound = bound or {}
     agents = agents_overview(since=timezone.now() - timedelta(hours=24))
     assignments = review_grants_by_agent()
+    advice = advice_for_agents(agents=agents)
     rows = []
     for agent in agents:
         runs = agent.runs_24h  # type: ignore[attr-defined]
@@ -75,6 +77,7 @@ def _console_page(
                 "enabled_form": bound.get((agent.slug, "enabled")) or AgentEnabledForm(),
                 "reviewers": grants["users"],
                 "reviewer_groups": grants["groups"],
+                "advice": advice[agent.pk],
             }
         )
     rules = [{"rule": rule, "value": json.dumps(rule.value, ensure_ascii=False)} for rule in business_rules()]
@@ -88,6 +91,7 @@ def _console_page(
             "rule_form": rule_form or BusinessRuleForm(),
             "assignment_form": assignment_form or ReviewerAssignmentForm(initial={"granted": "1"}),
             "any_enabled": any(agent.enabled for agent in agents),
+            "advice_count": sum(len(suggestions) for suggestions in advice.values()),
             "state": {"page": "console"},
         },
         status=status,
