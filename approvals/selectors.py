@@ -114,3 +114,9 @@ def alert_rules_with_state() -> QuerySet[AlertRule]:
         )
         .order_by("name", "pk")
     )
+
+
+def alert_list(*, status: str | None = None) -> QuerySet[Alert]:
+    """Alerts, newest first, for operators (GET /api/v1/alerts/)."""
+    alerts = Alert.objects.select_related("rule__agent").order_by("-fired_at", "-pk")
+    return alerts.filter(status=status) if status else alerts

@@ -185,7 +185,10 @@ def test_fires_once_while_it_holds_resolves_once_and_fires_again_as_a_new_alert(
     [resolved] = AuditEvent.objects.filter(action="approvals.alert.resolved")
     assert resolved.target_id == str(alert.pk) and resolved.agent_slug == "support"
     assert resolved.data["rule"] == rule.name and resolved.data["value"] == "0.0000"
-    assert [e for e, in WebhookDelivery.objects.order_by("pk").values_list("event")] == ["alert.fired", "alert.resolved"]
+    assert [e for (e,) in WebhookDelivery.objects.order_by("pk").values_list("event")] == [
+        "alert.fired",
+        "alert.resolved",
+    ]
 
     calls(support_agent, failed=1)
     assert alerts_evaluate()["fired"] == 1
@@ -208,7 +211,9 @@ def test_a_disabled_rule_resolves_its_alert_and_fires_no_more(support_agent):
 def test_concurrent_evaluations_fire_once(support_agent, monkeypatch):
     rung: list[int] = []
     monkeypatch.setattr(doorbell, "send", lambda name, *args, **kwargs: rung.append(args[0]) or True)
-    rule_for(AlertMetric.STEPS_PER_RUN, "5", agent=support_agent, webhook_url="http://127.0.0.1:9/h", webhook_secret="s")
+    rule_for(
+        AlertMetric.STEPS_PER_RUN, "5", agent=support_agent, webhook_url="http://127.0.0.1:9/h", webhook_secret="s"
+    )
     run_of(support_agent, step_count=9)
     threads_count = 4
     barrier = threading.Barrier(threads_count)
@@ -384,3 +389,32 @@ def test_the_evaluation_is_on_the_beat_schedule(support_agent):
     rule_for(AlertMetric.STEPS_PER_RUN, "5", agent=support_agent)
     run_of(support_agent, step_count=9)
     assert evaluate_alerts.apply().get() == {"fired": 1, "resolved": 0}
+
+
+# --- GET /api/v1/alerts/ ----------------------------------------------------------------------
+
+
+def test_operators_list_the_alerts_over_the_api(support_agent, operator, assigned_reviewer):
+    from rest_framework.test import APIClient
+
+    rule = rule_for(AlertMetric.STEPS_PER_RUN, "5", agent=support_agent)
+    run = run_of(support_agent, step_count=9)
+    alerts_evaluate()
+    Run.objects.filter(pk=run.pk).update(step_count=1)
+    alerts_evaluate()
+    Run.objects.filter(pk=run.pk).update(step_count=7)
+    alerts_evaluate()
+    api = APIClient()
+    api.force_authenticate(operator)
+    listed = api.get("/api/v1/alerts/").json()
+    assert [a["status"] for a in listed["results"]] == ["firing", "resolved"]
+    [current] = api.get("/api/v1/alerts/?status=firing").json()["results"]
+    assert current["value"] == "7.0000" and current["rule"]["id"] == rule.pk and current["rule"]["agent"] == "support"
+    assert current["evidence"] == {"run_ids": [run.pk]}
+    for bad in ("status=burning", "status=", "page=x", "page=9"):
+        response = api.get(f"/api/v1/alerts/?{bad}")
+        assert response.status_code in (400, 404) and response.json()["detail"], bad
+    reviewer_api = APIClient()
+    reviewer_api.force_authenticate(assigned_reviewer)
+    assert reviewer_api.get("/api/v1/alerts/").status_code == 403
+    assert APIClient().get("/api/v1/alerts/").status_code == 401
