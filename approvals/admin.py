@@ -9,9 +9,10 @@ from django.db.models import QuerySet
 from django.forms import ModelForm
 from django.http import HttpRequest, HttpResponse
 
+from agents.permissions import is_operator
 from approvals.grants import grants_by
-from approvals.models import ApprovalRequest, BusinessRule, Decision, WebhookDelivery
-from approvals.operations import business_rule_delete, business_rule_save
+from approvals.models import Alert, AlertRule, ApprovalRequest, BusinessRule, Decision, WebhookDelivery
+from approvals.operations import alert_rule_delete, alert_rule_save, business_rule_delete, business_rule_save
 from config.admin_base import CHECKED_JSON_FIELDS, ReadOnlyAdmin
 
 
@@ -69,4 +70,48 @@ class ApprovalRequestAdmin(ReadOnlyAdmin):
 
 @admin.register(WebhookDelivery)
 class WebhookDeliveryAdmin(ReadOnlyAdmin):
-    list_display = ("id", "agent", "event", "status_code", "attempts", "delivered_at")
+    list_display = ("id", "agent", "alert", "event", "status_code", "attempts", "delivered_at")
+
+
+@admin.register(AlertRule)
+class AlertRuleAdmin(admin.ModelAdmin[AlertRule]):
+    """Operators manage the alert rules; every change is audited (approvals.operations)."""
+
+    list_display = ("name", "metric", "agent", "threshold", "window_seconds", "enabled")
+    list_filter = ("metric", "enabled", "agent")
+    list_select_related = ("agent",)
+    readonly_fields = ("created_by", "created_at", "updated_at")
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return is_operator(request.user)
+
+    def has_view_permission(self, request: HttpRequest, obj: AlertRule | None = None) -> bool:
+        return is_operator(request.user)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return is_operator(request.user)
+
+    def has_change_permission(self, request: HttpRequest, obj: AlertRule | None = None) -> bool:
+        return is_operator(request.user)
+
+    def has_delete_permission(self, request: HttpRequest, obj: AlertRule | None = None) -> bool:
+        return is_operator(request.user)
+
+    def save_model(self, request: HttpRequest, obj: AlertRule, form: ModelForm[AlertRule], change: bool) -> None:
+        alert_rule_save(rule=obj, by=request.user, reason="changed in admin")
+
+    def delete_model(self, request: HttpRequest, obj: AlertRule) -> None:
+        alert_rule_delete(rule=obj, by=request.user, reason="deleted in admin")
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[AlertRule]) -> None:
+        for rule in queryset:
+            alert_rule_delete(rule=rule, by=request.user, reason="deleted in admin")
+
+
+@admin.register(Alert)
+class AlertAdmin(ReadOnlyAdmin):
+    """Alerts are written only by the evaluator (approvals.alerts)."""
+
+    list_display = ("id", "rule", "status", "value", "fired_at", "resolved_at")
+    list_filter = ("status", "rule__metric")
+    list_select_related = ("rule",)

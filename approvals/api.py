@@ -12,13 +12,15 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from agents.permissions import IsOperator
 from agents.tools import Risk, registry
 from approvals.decisions import approval_request_decide
 from approvals.events import approval_payload
-from approvals.models import ApprovalKind, ApprovalRequest, ApprovalStatus
-from approvals.selectors import approval_list_for_reviewer
+from approvals.models import Alert, AlertStatus, ApprovalKind, ApprovalRequest, ApprovalStatus
+from approvals.selectors import alert_list, approval_list_for_reviewer
 from approvals.serializers import (
     VERDICT_CHOICES,
+    AlertSerializer,
     ApprovalDetailSerializer,
     ApprovalSerializer,
     BulkDecisionRequest,
@@ -29,6 +31,7 @@ from approvals.serializers import (
     DecisionOutputSerializer,
     DecisionRequest,
 )
+from approvals.webhooks import alert_payload
 from audit.types import JSONObject
 from config.api import DomainError
 from config.serializers import QuerySerializer, error_responses
@@ -80,7 +83,7 @@ class ApprovalFilters(TypedDict, total=False):
 
 
 class ApprovalPagination(PageNumberPagination):
-    def get_page_number(self, request: Request, paginator: Paginator[ApprovalRequest]) -> int | str:
+    def get_page_number(self, request: Request, paginator: Paginator[Any]) -> int | str:
         # A page is a number, as the schema says: DRF would read an empty page= as page 1, "last"
         # as the last page, and Django's int() takes digits of any script.
         raw = request.query_params.get(self.page_query_param)
@@ -207,3 +210,33 @@ class BulkDecisionApi(APIView):
             else:
                 results.append({"id": approval_id, "status": 200, "approval_status": decided.status})
         return Response(BulkDecisionResponseSerializer({"results": results}).data)
+
+
+class AlertFilters(TypedDict, total=False):
+    status: str
+
+
+class AlertListApi(APIView):
+    """Operators: the alerts, newest first."""
+
+    permission_classes = [IsOperator]
+    pagination_class = ApprovalPagination
+
+    class FilterSerializer(QuerySerializer[AlertFilters]):
+        status = serializers.ChoiceField(choices=AlertStatus.choices, required=False)
+
+    @extend_schema(
+        parameters=[FilterSerializer],
+        responses={
+            200: AlertSerializer(many=True),
+            **error_responses(400, 401, 403, 404, descriptions={404: "No such page."}),
+        },
+    )
+    def get(self, request: Request) -> Response:
+        filters = self.FilterSerializer(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        validated: AlertFilters = filters.validated_data
+        paginator = self.pagination_class()
+        page: list[Alert] = paginator.paginate_queryset(alert_list(**validated), request, view=self) or []
+        payloads = [alert_payload(alert) for alert in page]
+        return paginator.get_paginated_response(AlertSerializer(payloads, many=True).data)  # type: ignore[arg-type]

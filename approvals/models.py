@@ -3,6 +3,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.contrib.auth.models import Group
 from django.core.exceptions import ValidationError
+from django.core.validators import MinValueValidator
 from django.db import models
 
 from agents.models import Agent, Run, ToolCall
@@ -223,7 +224,13 @@ class InboxEvent(models.Model):
 
 
 class WebhookDelivery(models.Model):
-    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="webhook_deliveries")
+    """One signed POST: of an approval event to its agent's webhook, or of an alert to its rule's."""
+
+    # Empty for an alert of a rule on every agent.
+    agent = models.ForeignKey(Agent, null=True, blank=True, on_delete=models.CASCADE, related_name="webhook_deliveries")
+    alert = models.ForeignKey(
+        "Alert", null=True, blank=True, on_delete=models.CASCADE, related_name="webhook_deliveries"
+    )
     event = models.CharField(max_length=40)
     payload = models.JSONField()
     status_code = models.PositiveSmallIntegerField(null=True, blank=True)
@@ -235,7 +242,19 @@ class WebhookDelivery(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self) -> str:
-        return f"{self.event} → {self.agent_id}"
+        return f"{self.event} → {self.agent_id or f'alert {self.alert_id}'}"
+
+    @property
+    def url(self) -> str:
+        if self.alert is not None:
+            return self.alert.rule.webhook_url
+        return self.agent.webhook_url if self.agent is not None else ""
+
+    @property
+    def secret(self) -> str:
+        if self.alert is not None:
+            return self.alert.rule.webhook_secret
+        return self.agent.webhook_secret if self.agent is not None else ""
 
 
 class AccessGrant(models.Model):
@@ -282,3 +301,90 @@ class AccessGrant(models.Model):
         holder = f"user {self.user_id}" if self.user_id else f"group {self.group_id}"
         right = f"review of agent {self.agent_id}" if self.agent_id else f"membership of group {self.group_id}"
         return f"{holder}: {right}"
+
+
+class AlertMetric(models.TextChoices):
+    TOOL_ERROR_RATE = "tool_error_rate", "tool error rate (share of finished tool calls that failed)"
+    COST_PER_HOUR = "cost_per_hour", "cost per hour"
+    APPROVALS_OVER_SLA = "approvals_over_sla", "pending approvals older than their SLA"
+    STEPS_PER_RUN = "steps_per_run", "most steps in one run"
+    RUBBER_STAMP = "rubber_stamp", "reviewers who rubber-stamp"
+
+
+class AlertRule(models.Model):
+    """A threshold on a metric over a sliding window, evaluated periodically (approvals.alerts)."""
+
+    class Comparison(models.TextChoices):
+        ABOVE = "above"
+
+    name = models.CharField(max_length=100)
+    metric = models.CharField(max_length=24, choices=AlertMetric.choices)
+    agent = models.ForeignKey(
+        Agent,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="alert_rules",
+        help_text="Empty: the metric over every agent together.",
+    )
+    window_seconds = models.PositiveIntegerField(default=600, validators=[MinValueValidator(60)])
+    threshold = models.DecimalField(max_digits=14, decimal_places=4, validators=[MinValueValidator(0)])
+    comparison = models.CharField(max_length=8, choices=Comparison.choices, default=Comparison.ABOVE)
+    webhook_url = models.URLField(blank=True, help_text="Empty: the banner only.")
+    webhook_secret = models.CharField(max_length=200, blank=True)
+    enabled = models.BooleanField(default=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.metric} {self.comparison} {self.threshold}"
+
+    def clean(self) -> None:
+        if self.webhook_url and not self.webhook_secret:
+            raise ValidationError({"webhook_secret": "A webhook needs a secret to sign its requests."})
+
+
+class AlertStatus(models.TextChoices):
+    FIRING = "firing"
+    RESOLVED = "resolved"
+
+
+# Every allowed move of Alert.status, from -> to; only ``approvals.alerts`` applies them. An alert
+# is created firing and resolves once; the rule fires again as a new alert.
+ALERT_MOVES: dict[str, frozenset[str]] = {
+    AlertStatus.FIRING: frozenset({AlertStatus.RESOLVED}),
+    AlertStatus.RESOLVED: frozenset(),
+}
+
+
+class Alert(models.Model):
+    rule = models.ForeignKey(AlertRule, on_delete=models.CASCADE, related_name="alerts")
+    status = models.CharField(max_length=10, choices=AlertStatus.choices, default=AlertStatus.FIRING)
+    value = models.DecimalField(max_digits=18, decimal_places=4)
+    evidence = models.JSONField(default=dict, blank=True)
+    fired_at = models.DateTimeField()
+    resolved_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-fired_at", "-id"]
+        constraints = [
+            # Two evaluators at once cannot both fire a rule: the second insert fails.
+            models.UniqueConstraint(
+                fields=["rule"], condition=models.Q(status="firing"), name="alert_one_firing_per_rule"
+            ),
+        ]
+        indexes = [models.Index(fields=["status", "rule"], name="alert_status_rule")]
+
+    def __str__(self) -> str:
+        return f"alert {self.pk}: {self.rule.name} ({self.status})"
+
+    @property
+    def agent(self) -> Agent | None:
+        """The rule's agent: the audit log files the alert's events under it."""
+        return self.rule.agent

@@ -20,8 +20,8 @@ from django.db import connection, transaction
 from django.db.models import Q
 
 from approvals.events import agent_group, event_message, user_group
-from approvals.models import ApprovalRequest, InboxEvent, WebhookDelivery
-from approvals.webhooks import webhook_delivery_create
+from approvals.models import Alert, ApprovalRequest, InboxEvent, WebhookDelivery
+from approvals.webhooks import alert_webhook_delivery_create, webhook_delivery_create
 from config.doorbell import DELIVER_WEBHOOK, ring, send
 
 logger = logging.getLogger(__name__)
@@ -99,6 +99,14 @@ def webhook_enqueue(*, approval: ApprovalRequest, event: str) -> None:
         return
     delivery = webhook_delivery_create(approval=approval, event=event)
     # In its own task: a slow or failing receiver never blocks a decision.
+    ring(DELIVER_WEBHOOK, delivery.pk, on_failure=lambda: _mark_enqueue_lost(delivery.pk))
+
+
+def alert_webhook_enqueue(*, alert: Alert, event: str) -> None:
+    """Inside the alert's transaction: the delivery row commits with the alert, its task after."""
+    if not alert.rule.webhook_url:
+        return
+    delivery = alert_webhook_delivery_create(alert=alert, event=event)
     ring(DELIVER_WEBHOOK, delivery.pk, on_failure=lambda: _mark_enqueue_lost(delivery.pk))
 
 

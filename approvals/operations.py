@@ -1,4 +1,4 @@
-"""The operator's writes to oversight: who reviews which agent, and the business rules."""
+"""The operator's writes to oversight: who reviews which agent, the business rules, the alert rules."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from guardian.shortcuts import assign_perm, get_user_perms, remove_perm
 
 from agents.models import Agent
 from approvals.grants import REVIEW_AGENT, grants_by
-from approvals.models import BusinessRule
+from approvals.models import AlertRule, BusinessRule
 from approvals.notify import inbox_access_changed
 from audit.services import audit_record, audited_atomic
 from audit.types import AnyUser
@@ -84,3 +84,39 @@ def business_rule_delete(*, rule: BusinessRule, by: AnyUser | None, reason: str 
 
 def _rule_fields(rule: BusinessRule) -> dict[str, Any]:
     return {name: getattr(rule, name) for name in ("tool", "field", "operator", "value", "effect", "enabled", "note")}
+
+
+def alert_rule_save(*, rule: AlertRule, by: AnyUser | None, reason: str = "") -> AlertRule:
+    """Create or change an alert rule (validated), audited with the old and new values (never the secret)."""
+    rule.full_clean()
+    with audited_atomic():
+        old: dict[str, Any] | None = None
+        if rule.pk:
+            old = _alert_rule_fields(AlertRule.objects.select_for_update(no_key=True).get(pk=rule.pk))
+        elif by is not None and by.is_authenticated and rule.created_by_id is None:
+            rule.created_by_id = by.pk
+        rule.save()
+        audit_record(
+            actor=by,
+            action="approvals.alert_rule.created" if old is None else "approvals.alert_rule.changed",
+            target=rule,
+            data={"old": old, "new": _alert_rule_fields(rule), "reason": reason},
+        )
+    return rule
+
+
+def alert_rule_delete(*, rule: AlertRule, by: AnyUser | None, reason: str = "") -> None:
+    with audited_atomic():
+        audit_record(
+            actor=by,
+            action="approvals.alert_rule.deleted",
+            target=rule,
+            data={"old": _alert_rule_fields(rule), "reason": reason},
+        )
+        rule.delete()
+
+
+def _alert_rule_fields(rule: AlertRule) -> dict[str, Any]:
+    names = ("name", "metric", "agent_id", "window_seconds", "threshold", "comparison", "webhook_url", "enabled")
+    fields = {name: getattr(rule, name) for name in names}
+    return {**fields, "threshold": str(rule.threshold), "webhook_signed": bool(rule.webhook_secret)}

@@ -1,12 +1,13 @@
 from __future__ import annotations
 
 from django.contrib.contenttypes.models import ContentType
-from django.db.models import F, Q, QuerySet
+from django.db.models import F, OuterRef, Q, QuerySet, Subquery
 from guardian.models import GroupObjectPermission, UserObjectPermission
 from guardian.shortcuts import get_objects_for_user
 
 from agents.models import Agent
-from approvals.models import AccessGrant, ApprovalRequest, BusinessRule, InboxEvent
+from agents.permissions import is_operator
+from approvals.models import AccessGrant, Alert, AlertRule, AlertStatus, ApprovalRequest, BusinessRule, InboxEvent
 from audit.types import AnyUser
 
 
@@ -85,3 +86,37 @@ def inbox_events_since(
 def business_rules() -> QuerySet[BusinessRule]:
     """Every business rule, as the console lists them."""
     return BusinessRule.objects.select_related("agent").order_by("tool", "id")
+
+
+# The banner shows at most this many firing alerts.
+BANNER_ALERTS = 10
+
+
+def alerts_firing_for(*, user: AnyUser) -> list[Alert]:
+    """The firing alerts the banner shows the user, in one query: every one to operators; to
+    others, those of rules on an agent they may review. A rule on every agent is the operators'."""
+    if not getattr(user, "is_authenticated", False):
+        return []
+    alerts = Alert.objects.filter(status=AlertStatus.FIRING)
+    if not is_operator(user):
+        alerts = alerts.filter(rule__agent__in=agents_reviewable_by(user=user))
+    return list(alerts.select_related("rule__agent").order_by("fired_at", "pk")[:BANNER_ALERTS])
+
+
+def alert_rules_with_state() -> QuerySet[AlertRule]:
+    """Every alert rule, as the console lists them, with its firing alert's value and time (or None)."""
+    firing = Alert.objects.filter(rule=OuterRef("pk"), status=AlertStatus.FIRING)
+    return (
+        AlertRule.objects.select_related("agent")
+        .annotate(
+            firing_value=Subquery(firing.values("value")[:1]),
+            firing_since=Subquery(firing.values("fired_at")[:1]),
+        )
+        .order_by("name", "pk")
+    )
+
+
+def alert_list(*, status: str | None = None) -> QuerySet[Alert]:
+    """Alerts, newest first, for operators (GET /api/v1/alerts/)."""
+    alerts = Alert.objects.select_related("rule__agent").order_by("-fired_at", "-pk")
+    return alerts.filter(status=status) if status else alerts

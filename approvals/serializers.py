@@ -13,7 +13,7 @@ from rest_framework import serializers
 from agents.models import RunStatus
 from agents.serializers import JSONObjectField, StepOutputSerializer
 from agents.tools import Risk
-from approvals.models import ApprovalKind, ApprovalStatus, Decision
+from approvals.models import AlertMetric, AlertStatus, ApprovalKind, ApprovalStatus, Decision
 from audit.types import JSON, JSONObject
 from config.parsing import INT64_MAX
 from config.serializers import JSONBodySerializer, NamedChoiceField
@@ -151,3 +151,28 @@ class BulkDecisionResponse(TypedDict):
 
 class BulkDecisionResponseSerializer(serializers.Serializer[BulkDecisionResponse]):
     results = BulkDecisionResultSerializer(many=True, help_text="In the order of the ids sent, each id once.")
+
+
+# --- Alerts -----------------------------------------------------------------------------------------
+
+
+class AlertRuleRefSerializer(serializers.Serializer[JSONObject]):
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+    metric = NamedChoiceField(enum_name="AlertMetricEnum", choices=AlertMetric.choices)
+    agent = serializers.CharField(allow_null=True, help_text="The agent's slug; null: every agent together.")
+    window_seconds = serializers.IntegerField()
+    comparison = serializers.CharField()
+    threshold = serializers.CharField(help_text="A decimal number, as text.")
+
+
+class AlertSerializer(serializers.Serializer[JSONObject]):
+    """An alert as ``approvals.webhooks.alert_payload`` builds it: also what its webhooks send."""
+
+    id = serializers.IntegerField()
+    status = NamedChoiceField(enum_name="AlertStatusEnum", choices=AlertStatus.choices)
+    value = serializers.CharField(help_text="The metric's value when it fired (while firing: the latest).")
+    evidence = JSONObjectField(help_text="Counts and ids of what made the value.")
+    fired_at = serializers.DateTimeField()
+    resolved_at = serializers.DateTimeField(allow_null=True)
+    rule = AlertRuleRefSerializer()

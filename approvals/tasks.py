@@ -8,6 +8,7 @@ from django.conf import settings
 from django.db.models import F
 from django.utils import timezone
 
+from approvals.alerts import alerts_evaluate
 from approvals.models import WebhookDelivery
 from approvals.webhooks import signed_request
 
@@ -28,15 +29,17 @@ class WebhookFailed(Exception):
     max_retries=6,
 )
 def deliver_webhook(self: Task, delivery_id: int) -> None:
-    delivery = WebhookDelivery.objects.select_related("agent").filter(pk=delivery_id).first()
+    delivery = WebhookDelivery.objects.select_related("agent", "alert__rule").filter(pk=delivery_id).first()
     if delivery is None or delivery.delivered_at is not None:
         return  # unknown, or delivered by an earlier copy of this task
+    if not delivery.url:
+        # The webhook was removed since: attempted, so that the sweeper does not ring it again.
+        WebhookDelivery.objects.filter(pk=delivery.pk).update(attempts=F("attempts") + 1, error="no webhook URL")
+        return
     body, headers = signed_request(delivery)
     WebhookDelivery.objects.filter(pk=delivery.pk).update(attempts=F("attempts") + 1)
     try:
-        response = httpx.post(
-            delivery.agent.webhook_url, content=body, headers=headers, timeout=settings.WEBHOOK_TIMEOUT_SECONDS
-        )
+        response = httpx.post(delivery.url, content=body, headers=headers, timeout=settings.WEBHOOK_TIMEOUT_SECONDS)
     except httpx.HTTPError as exc:
         WebhookDelivery.objects.filter(pk=delivery.pk).update(error=type(exc).__name__)
         raise WebhookFailed(type(exc).__name__) from None
@@ -44,3 +47,8 @@ def deliver_webhook(self: Task, delivery_id: int) -> None:
     if response.status_code >= 300:
         raise WebhookFailed(f"HTTP {response.status_code}")
     WebhookDelivery.objects.filter(pk=delivery.pk).update(delivered_at=timezone.now(), error="")
+
+
+@shared_task(name="approvals.tasks.evaluate_alerts")  # type: ignore[untyped-decorator]  # celery ships no types
+def evaluate_alerts() -> dict[str, int]:
+    return alerts_evaluate()

@@ -5,6 +5,7 @@ from django.urls import path
 from approvals import analytics_api, api
 
 urlpatterns = [
+    path("alerts/", api.AlertListApi.as_view(), name="api-alerts"),
     path("approvals/", api.ApprovalListApi.as_view(), name="api-approvals"),
     path("approvals/decisions/", api.BulkDecisionApi.as_view(), name="api-approvals-bulk"),
     path("approvals/<int:approval_id>/", api.ApprovalDetailApi.as_view(), name="api-approval"),

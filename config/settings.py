@@ -108,6 +108,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "approvals.context_processors.firing_alerts",
             ],
         },
     },
@@ -171,12 +172,19 @@ CELERY_TASK_ROUTES = {
 }
 CELERY_WORKER_QUEUES = "sweeps,resumes,runs,default"
 SWEEP_INTERVAL_SECONDS = env_int("SWEEP_INTERVAL_SECONDS", 10, minimum=1)
+ALERTS_INTERVAL_SECONDS = env_int("ALERTS_INTERVAL_SECONDS", 60, minimum=1)
 CELERY_BEAT_SCHEDULE = {
     # A sweep still queued when the next is due is dropped: one sweep does all that is due.
     "sweep": {
         "task": "agents.tasks.sweep",
         "schedule": float(SWEEP_INTERVAL_SECONDS),
         "options": {"expires": float(SWEEP_INTERVAL_SECONDS)},
+    },
+    # Alert rules (approvals/alerts.py); a late evaluation is dropped like a late sweep.
+    "alerts": {
+        "task": "approvals.tasks.evaluate_alerts",
+        "schedule": float(ALERTS_INTERVAL_SECONDS),
+        "options": {"expires": float(ALERTS_INTERVAL_SECONDS)},
     },
 }
 

@@ -35,7 +35,7 @@ from agents.selectors import agents_overview, review_grants_by_agent
 from approvals.advisor import advice_for_agents
 from approvals.models import BusinessRule
 from approvals.operations import business_rule_delete, business_rule_save, reviewer_assignment_set
-from approvals.selectors import business_rules
+from approvals.selectors import alert_rules_with_state, business_rules
 from config.api import DomainError
 from config.pages import field_errors, render_page
 
@@ -87,6 +87,7 @@ def _console_page(
         {
             "rows": rows,
             "rules": rules,
+            "alert_rules": alert_rules_with_state(),
             "stop_form": stop_form or EmergencyStopForm(),
             "rule_form": rule_form or BusinessRuleForm(),
             "assignment_form": assignment_form or ReviewerAssignmentForm(initial={"granted": "1"}),
