@@ -17,9 +17,7 @@ from django.utils import timezone
 from guardian.shortcuts import assign_perm
 
 from agents.models import Agent, Run, RunStatus, Step, ToolCall, ToolCallStatus
-from approvals import alert_metrics
 from approvals.alerts import alerts_evaluate
-from approvals.analytics import ReviewerStats
 from approvals.models import Alert, AlertMetric, AlertRule, AlertStatus, WebhookDelivery
 from approvals.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
 from audit.models import AuditEvent
@@ -125,34 +123,23 @@ def test_steps_per_run(support_agent, other_agent):
     assert alert.value == 26 and alert.evidence == {"run_ids": [long.pk]}
 
 
-def test_rubber_stamp_reads_the_signal_over_the_window(support_agent, monkeypatch):
-    """The evaluator's side of approvals.analytics.rubber_stamp_signals: it asks for the rule's
-    window and counts the flagged reviewers of the rule's agent."""
-    asked: list[datetime] = []
-    signals: list[ReviewerStats] = []
+def test_rubber_stamp_fires_for_a_scripted_fast_reviewer_of_the_rules_agent(
+    support_agent, starter, assigned_reviewer, other_reviewer
+):
+    """The alert counts the reviewers the rubber-stamp signal flags on the rule's agent over
+    its window: a careful reviewer does not make it fire, a fast one does."""
+    from tests.approvals.test_analytics import START, careful_reviewer_script, fast_reviewer_script
 
-    def rubber_stamp_signals(*, since: datetime) -> list[ReviewerStats]:
-        asked.append(since)
-        return signals
-
-    monkeypatch.setattr(alert_metrics, "rubber_stamp_signals", rubber_stamp_signals)
-    rule = rule_for(AlertMetric.RUBBER_STAMP, "0", agent=support_agent, window=3600)
-    signals.append(ReviewerStats(1, "careful", "support", 30, 0.1, False))
-    signals.append(ReviewerStats(2, "hasty", "billing", 40, 0.95, True))  # another agent
-    now = timezone.now()
-    assert alerts_evaluate(now=now)["fired"] == 0
-    assert asked == [now - timedelta(hours=1)]
-    signals.append(ReviewerStats(3, "stamper", "support", 50, 0.9, True))
-    assert alerts_evaluate(now=now)["fired"] == 1
+    assign_perm("review_agent", other_reviewer, support_agent)
+    window = int((timezone.now() - START).total_seconds()) + 3600
+    rule = rule_for(AlertMetric.RUBBER_STAMP, "0", agent=support_agent, window=window)
+    careful_reviewer_script(support_agent, starter, other_reviewer, 25)
+    assert alerts_evaluate()["fired"] == 0
+    fast_reviewer_script(support_agent, starter, assigned_reviewer, 25)
+    assert alerts_evaluate()["fired"] == 1
     [alert] = firing(rule)
     assert alert.value == 1
-    assert alert.evidence == {"reviewers": [{"reviewer": "stamper", "agent": "support", "decisions": 50}]}
-
-
-def test_the_interface_finds_nothing_until_the_analytics_land():
-    from approvals.analytics import rubber_stamp_signals
-
-    assert rubber_stamp_signals(since=timezone.now() - timedelta(hours=1)) == []
+    assert alert.evidence == {"reviewers": [{"reviewer": "reviewer", "agent": "support", "decisions": 25}]}
 
 
 # --- Fire once, resolve once ------------------------------------------------------------------
