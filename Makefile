@@ -37,9 +37,11 @@ lint: $(DEV_STAMP)
 	DEBUG=1 COUNTERSIGN_VAR_DIR=$(CURDIR)/var/lint $(VPY) -m mypy .
 	DEBUG=1 COUNTERSIGN_VAR_DIR=$(CURDIR)/var/lint $(VENV)/bin/lint-imports
 
+# The real processes on both stacks (BENCH_ARGS="--stack embedded", "--scale 0.1"); the table is
+# printed and bench/results/<date>-<stack>.json written. README: Performance.
+BENCH_ARGS ?=
 bench: $(DEV_STAMP)
-	DEBUG=1 AUDIT_BENCH=1 COUNTERSIGN_VAR_DIR=$(CURDIR)/var/bench $(VPY) -m pytest -o python_files='bench_*.py' \
-		tests/benchmarks tests/audit/bench_audit.py -s -q $(PYTEST_ARGS)
+	DEBUG=1 $(VPY) -m bench $(BENCH_ARGS)
 
 venv: $(VPY)
 
