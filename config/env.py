@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from urllib.parse import urlsplit, urlunsplit
 
 from django.core.exceptions import ImproperlyConfigured
@@ -58,6 +58,15 @@ def env_share(name: str, default: float) -> float:
     if not 0 <= value <= 1:
         raise ImproperlyConfigured(f"{name}={raw!r} is not a share: set {name} to a number from 0 to 1, such as 0.8.")
     return value
+
+
+def env_decimal(name: str, default: str) -> Decimal:
+    """A decimal number such as 0.0005 (prices)."""
+    raw = os.environ.get(name) or default
+    try:
+        return Decimal(raw)
+    except InvalidOperation:
+        raise ImproperlyConfigured(f"{name}={raw!r} is not a number: set {name} to a decimal such as 0.0005.") from None
 
 
 def env_list(name: str, default: str) -> list[str]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -18,7 +17,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.utils.csp import CSP
 
 from config.databases import database_from_env
-from config.env import env_bool, env_int, env_list, env_prices, env_share, password_masked
+from config.env import env_bool, env_decimal, env_int, env_list, env_prices, env_share, password_masked
 
 # Lets classes such as ModelAdmin[AuditEvent] be written as the type checker reads them.
 django_stubs_ext.monkeypatch()
@@ -290,13 +289,8 @@ LLM_API_KEY = os.environ.get("LLM_API_KEY", "")
 LLM_TIMEOUT_SECONDS = env_int("LLM_TIMEOUT_SECONDS", 60, minimum=1)
 LLM_MAX_RETRIES = env_int("LLM_MAX_RETRIES", 3, minimum=0)
 LLM_RETRY_MAX_SECONDS = env_int("LLM_RETRY_MAX_SECONDS", 30, minimum=1)  # the longest wait, Retry-After included
-try:
-    LLM_PRICE_PER_1K_PROMPT = Decimal(os.environ.get("LLM_PRICE_PER_1K_PROMPT", "0"))
-    LLM_PRICE_PER_1K_COMPLETION = Decimal(os.environ.get("LLM_PRICE_PER_1K_COMPLETION", "0"))
-except InvalidOperation:
-    raise ImproperlyConfigured(
-        "LLM_PRICE_PER_1K_PROMPT / LLM_PRICE_PER_1K_COMPLETION must be decimal numbers such as 0.0005."
-    ) from None
+LLM_PRICE_PER_1K_PROMPT = env_decimal("LLM_PRICE_PER_1K_PROMPT", "0")
+LLM_PRICE_PER_1K_COMPLETION = env_decimal("LLM_PRICE_PER_1K_COMPLETION", "0")
 # Per-model prices per 1K tokens over the shipped table (agents/pricing.py), as JSON.
 LLM_PRICES = env_prices("LLM_PRICES")
 

@@ -68,7 +68,7 @@ def wait_until(predicate: Callable[[], Any], *, timeout: float, interval: float 
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+        return int(probe.getsockname()[1])
 
 
 def child_database_url() -> str:
