@@ -93,6 +93,8 @@ def hold(run: Run, lease: Lease | None) -> Run:
     another worker took over) rolls back instead of proposing or finishing a second time.
     """
     locked = Run.objects.select_for_update(no_key=True).get(pk=run.pk)
+    if Run.agent.is_cached(run):
+        locked.agent = run.agent  # the audit events of the step name it: no query for each
     if lease is not None and (locked.lease_owner != lease.token or locked.status != RunStatus.RUNNING):
         raise LeaseLost(f"run {run.pk} is no longer held by this worker")
     return locked

@@ -74,8 +74,11 @@ def _loop(run: Run, lease: Lease, started: float, keeper: LeaseKeeper) -> None:
     reasoner = reasoner_for(agent)
     invalid = 0
     progressed = False
+    starter = run.started_by
     while True:
         run.refresh_from_db()
+        # refresh_from_db forgets the related objects; the agent is refreshed below, the starter never changes.
+        run.agent, run.started_by = agent, starter
         if run.status != RunStatus.RUNNING or run.lease_owner != lease.token:
             return  # cancelled, paused or taken over by another worker
         agent.refresh_from_db(fields=AGENT_LIMITS)
