@@ -150,7 +150,8 @@ CELERY_TASK_DEFAULT_QUEUE = "default"
 BROKER_TIMEOUT_SECONDS = env_int("BROKER_TIMEOUT_SECONDS", 2, minimum=2)
 # The sweep comes first (it rings for lost doorbells, expired leases and overdue approvals, and
 # must keep its period under a burst of runs), then resumes after a reviewer's decision, then
-# new runs: the worker listens on "sweeps,resumes,runs,default" and the priority strategy
+# new runs (the sealer's short task before all): the worker listens on
+# "seals,sweeps,resumes,runs,default" and the priority strategy
 # drains queues in that order.
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     "queue_order_strategy": "priority",
@@ -168,8 +169,9 @@ CELERY_TASK_ROUTES = {
     "agents.tasks.advance_run": {"queue": "runs"},
     "agents.tasks.resume_run": {"queue": "resumes"},
     "agents.tasks.sweep": {"queue": "sweeps"},
+    "audit.tasks.seal": {"queue": "seals"},
 }
-CELERY_WORKER_QUEUES = "sweeps,resumes,runs,default"
+CELERY_WORKER_QUEUES = "seals,sweeps,resumes,runs,default"
 SWEEP_INTERVAL_SECONDS = env_int("SWEEP_INTERVAL_SECONDS", 10, minimum=1)
 CELERY_BEAT_SCHEDULE = {
     # A sweep still queued when the next is due is dropped: one sweep does all that is due.
@@ -178,7 +180,14 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": float(SWEEP_INTERVAL_SECONDS),
         "options": {"expires": float(SWEEP_INTERVAL_SECONDS)},
     },
+    # Behind `manage.py audit_seal --loop` (which serve runs): seals when no loop does.
+    "audit-seal": {"task": "audit.tasks.seal", "schedule": 1.0, "options": {"expires": 1.0}},
 }
+# Audit checkpoints are signed with this Ed25519 key (audit/signing.py); without one, DEBUG keeps
+# a generated key in the file. The sealer counts as behind when an event waits longer than this.
+AUDIT_SIGNING_KEY = os.environ.get("AUDIT_SIGNING_KEY", "")
+AUDIT_SIGNING_KEY_FILE = VAR_DIR / "audit-signing-key.pem" if DEBUG else None
+AUDIT_SEAL_MAX_LAG_SECONDS = env_int("AUDIT_SEAL_MAX_LAG_SECONDS", 10, minimum=1)
 
 # Redis pub/sub (config/channel_layer.py): each socket's messages wait in a queue of its own process. The list-based
 # RedisChannelLayer pops a group message once per process for all its sockets, and a socket
