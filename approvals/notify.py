@@ -34,8 +34,9 @@ INBOX_LOCK_KEY = 0x496E6278  # "Inbx"
 def _lock_inbox() -> None:
     """Held until the caller's transaction ends, so events commit in the order of their seqs: a
     socket handed seq N has had every earlier event committed before it (approvals/consumers.py
-    relies on it). Taken after the audit chain lock, which every caller holds already. SQLite
-    writers are serialized for their whole transaction (IMMEDIATE): nothing to take."""
+    relies on it). It orders inbox events alone: audit appends take no lock (audit/sealer.py
+    orders them after commit). SQLite writers are serialized for their whole transaction
+    (IMMEDIATE): nothing to take."""
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [INBOX_LOCK_KEY])

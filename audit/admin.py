@@ -9,7 +9,7 @@ from django.http import HttpRequest, HttpResponse
 from django.urls import reverse
 from django.utils.html import format_html
 
-from audit.chain import HASHED_FIELDS, chain_hash
+from audit.chain import HASHED_FIELDS, chain_hash, content_hash
 from audit.models import AuditEvent
 from audit.permissions import is_auditor
 from audit.selectors import audit_head
@@ -47,11 +47,21 @@ class ActorFilter(admin.SimpleListFilter):
 class AuditEventAdmin(admin.ModelAdmin[AuditEvent]):
     """Read-only for everyone, superusers included; visible to auditors and superusers."""
 
-    list_display = ["id", "created_at", "action", "actor_repr", "actor_type", "target", "agent_slug", "run_link"]
+    list_display = [
+        "id",
+        "place",
+        "created_at",
+        "action",
+        "actor_repr",
+        "actor_type",
+        "target",
+        "agent_slug",
+        "run_link",
+    ]
     list_display_links = ["id", "action"]
     list_filter = ["action", "actor_type", ActorFilter, "agent_slug"]
     date_hierarchy = "created_at"
-    search_fields = ["action", "actor_repr", "target_repr", "=target_id", "agent_slug", "=hash"]
+    search_fields = ["action", "actor_repr", "target_repr", "=target_id", "agent_slug", "=hash", "=sequence"]
     list_per_page = 100
     # A count(*) of a long log on every page view is not worth its cost.
     show_full_result_count = False
@@ -61,7 +71,7 @@ class AuditEventAdmin(admin.ModelAdmin[AuditEvent]):
         ("Who", {"fields": ["actor_type", "actor_id", "actor_repr"]}),
         ("What", {"fields": ["target_type", "target_id", "target_repr", "agent_slug"]}),
         ("Data", {"fields": ["data_pretty"]}),
-        ("Chain", {"fields": ["prev_hash", "hash", "integrity"]}),
+        ("Chain", {"fields": ["place", "content_hash", "prev_hash", "hash", "integrity"]}),
     ]
     readonly_fields = [
         "id",
@@ -76,6 +86,8 @@ class AuditEventAdmin(admin.ModelAdmin[AuditEvent]):
         "target_repr",
         "agent_slug",
         "data_pretty",
+        "place",
+        "content_hash",
         "prev_hash",
         "hash",
         "integrity",
@@ -129,11 +141,20 @@ class AuditEventAdmin(admin.ModelAdmin[AuditEvent]):
         text = json.dumps(event.data, indent=2, sort_keys=True, ensure_ascii=False)
         return format_html('<pre style="white-space: pre-wrap; margin: 0;">{}</pre>', text)
 
+    @admin.display(description="sequence", ordering="sequence")
+    def place(self, event: AuditEvent) -> str:
+        # A pending event is written and committed; the sealer gives it its place within a second or so.
+        return str(event.sequence) if event.sealed else "pending"
+
     @admin.display(description="integrity")
     def integrity(self, event: AuditEvent) -> str:
-        # This event alone: its stored content against its stored hash. manage.py
-        # audit_verify checks the links between all events as well.
+        # This event alone: its stored content against its stored hashes. manage.py
+        # audit_verify checks the links between all events and the checkpoints as well.
         fields = {name: getattr(event, name) for name in HASHED_FIELDS}
+        if event.content_hash and content_hash(fields=fields) != event.content_hash:
+            return format_html("<strong>content does not match the hash it was written with</strong>")
+        if not event.sealed or event.prev_hash is None:
+            return "pending: content matches the hash it was written with" if event.content_hash else "pending"
         recomputed = chain_hash(prev_hash=event.prev_hash, fields=fields)
         if recomputed == event.hash:
             return "content matches its hash"

@@ -1,6 +1,8 @@
 """The hash chain: how an event is turned into bytes and hashed.
 
-``hash = sha256(prev_hash || canonical JSON of the event)``. The canonical form must come
+``hash = sha256(prev_hash || canonical JSON of the event)``, given by the sealer in sequence
+order (audit/sealer.py); ``content_hash = sha256(canonical JSON of the event)``, given by the
+writer. The canonical form must come
 out the same when the event is read back from the database (PostgreSQL ``jsonb`` reorders
 keys and prints numbers its own way; SQLite keeps the text), so ``json_value`` turns what a
 caller passes into plain JSON values *before* the event is stored, and the hash is always
@@ -111,3 +113,9 @@ def chain_hash(*, prev_hash: str, fields: Mapping[str, object]) -> str:
     """The hash of one event: ``fields`` maps every name in HASHED_FIELDS to its stored value."""
     body = prev_hash + canonical_json(event_payload(fields))
     return hashlib.sha256(body.encode("utf-8")).hexdigest()
+
+
+def content_hash(*, fields: Mapping[str, object]) -> str:
+    """The hash of one event's own fields, without its place in the chain: taken when it is
+    written, so that a change made before it is sealed shows."""
+    return hashlib.sha256(canonical_json(event_payload(fields)).encode("utf-8")).hexdigest()

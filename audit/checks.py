@@ -5,7 +5,8 @@ from typing import Any
 
 from django.apps import AppConfig
 from django.conf import settings
-from django.core.checks import Warning, register
+from django.core.checks import Error, Warning, register
+from django.core.exceptions import ImproperlyConfigured
 
 
 @register()
@@ -30,7 +31,7 @@ def sqlite_transactions_take_the_write_lock(app_configs: Sequence[AppConfig] | N
 
 @register()
 def postgres_reads_committed_rows(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> list[Warning]:
-    """The chain head is read under the chain lock; only READ COMMITTED sees the latest commit."""
+    """The sealer reads the chain's tail after taking its lock; only READ COMMITTED sees the latest seal."""
     problems: list[Warning] = []
     for alias, config in settings.DATABASES.items():
         if "postgresql" not in config.get("ENGINE", ""):
@@ -44,9 +45,26 @@ def postgres_reads_committed_rows(app_configs: Sequence[AppConfig] | None, **kwa
             problems.append(
                 Warning(
                     f"DATABASES[{alias!r}] uses the {IsolationLevel(level).name} isolation level.",
-                    hint="Audit appends read the chain head after taking the chain lock and need READ COMMITTED; "
-                    "under a stricter level concurrent appends fail on the chain's unique constraint.",
+                    hint="The audit sealer reads the chain's tail after taking its lock and needs READ COMMITTED; "
+                    "under a stricter level a seal can fail on the chain's unique constraints.",
                     id="audit.W002",
                 )
             )
     return problems
+
+
+@register()
+def checkpoints_can_be_signed(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> list[Error]:
+    """The sealer signs every checkpoint: a key that cannot be read would stop it at its first seal.
+
+    An unset key is not reported here (DEBUG generates one; otherwise the sealer refuses to start
+    and says what to set), only one that is set and unusable."""
+    from audit.signing import signing_key
+
+    if not settings.AUDIT_SIGNING_KEY:
+        return []
+    try:
+        signing_key()
+    except ImproperlyConfigured as exc:
+        return [Error(str(exc), id="audit.E001")]
+    return []

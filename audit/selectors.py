@@ -1,16 +1,16 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import Any, TypedDict
+from typing import TypedDict
 
-from django.db.models import QuerySet
+from django.db.models import Count, Min, QuerySet
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
-from audit.chain import GENESIS_HASH, HASHED_FIELDS, chain_hash
-from audit.models import AuditEvent
+from audit.chain import GENESIS_HASH
+from audit.models import AuditCheckpoint, AuditEvent
+from audit.signing import ALGORITHM, checkpoint_message, public_key_b64
+from audit.verification import ChainBreak, ChainReport, audit_chain_verify
 
 MOMENT_EXAMPLE = "2026-11-24 or 2026-11-24T09:30:00Z"
 
@@ -44,18 +44,48 @@ def parse_moment(value: str) -> dt.datetime:
 
 
 class AuditHead(TypedDict):
-    id: int | None
-    hash: str
-    created_at: dt.datetime | None
-    count: int
+    sequence: int
+    head_hash: str
+    sealed_at: dt.datetime | None
+    signature: str | None
+    key_id: str | None
+    signed_message: str | None
+    public_key: str
+    algorithm: str
+    pending: int
 
 
 def audit_head() -> AuditHead:
-    """The newest event of the chain: record its hash somewhere else to detect a rewrite."""
-    head = AuditEvent.objects.order_by("-id").values("id", "hash", "created_at").first()
-    if head is None:
-        return {"id": None, "hash": GENESIS_HASH, "created_at": None, "count": 0}
-    return {**head, "count": AuditEvent.objects.count()}
+    """The latest signed checkpoint with the key that checks it: record its head elsewhere to
+    detect a rewrite later. Before the first seal: sequence 0, the genesis hash, no signature."""
+    checkpoint = AuditCheckpoint.objects.order_by("-sequence").first()
+    head: AuditHead = {
+        "sequence": 0,
+        "head_hash": GENESIS_HASH,
+        "sealed_at": None,
+        "signature": None,
+        "key_id": None,
+        "signed_message": None,
+        "public_key": public_key_b64(),
+        "algorithm": ALGORITHM,
+        "pending": AuditEvent.objects.filter(sequence__isnull=True).count(),
+    }
+    if checkpoint is not None:
+        message = checkpoint_message(
+            sequence=checkpoint.sequence, head_hash=checkpoint.head_hash, sealed_at=checkpoint.sealed_at
+        )
+        head["sequence"], head["head_hash"] = checkpoint.sequence, checkpoint.head_hash
+        head["sealed_at"], head["signature"] = checkpoint.sealed_at, checkpoint.signature
+        head["key_id"] = checkpoint.key_id
+        head["signed_message"] = message.decode()
+    return head
+
+
+def audit_backlog() -> tuple[int, dt.datetime | None]:
+    """How many events wait for the sealer, and when the oldest of them was written."""
+    # One query over the pending rows only (the unique index on sequence holds the NULLs too).
+    backlog = AuditEvent.objects.filter(sequence__isnull=True).aggregate(n=Count("pk"), oldest=Min("created_at"))
+    return int(backlog["n"]), backlog["oldest"]
 
 
 def audit_event_list(
@@ -96,64 +126,12 @@ def audit_event_list(
     return events
 
 
-@dataclass(frozen=True)
-class ChainBreak:
-    id: int
-    problem: str
-    expected: str
-    found: str
-
-    def __str__(self) -> str:
-        return f"event {self.id}: {self.problem}: expected {self.expected}, found {self.found}"
-
-
-@dataclass(frozen=True)
-class ChainReport:
-    count: int
-    head: str
-    head_id: int | None
-    broken: ChainBreak | None
-    seen_expected_head: bool | None = None
-
-    @property
-    def intact(self) -> bool:
-        return self.broken is None
-
-
-VERIFY_COLUMNS = ("id", "prev_hash", "hash", *HASHED_FIELDS)
-
-
-def audit_chain_verify(
-    *,
-    chunk_size: int = 2000,
-    expected_head: str = "",
-    progress: Callable[[int], None] | None = None,
-) -> ChainReport:
-    """Walk every event in id order, recompute its hash and check it links to the one before.
-
-    Stops at the first broken event. ``expected_head`` is a hash recorded earlier outside
-    the database: the report says whether the chain still contains it.
-    """
-    # values_list() over a list of columns: the ORM types its rows as tuples of Any.
-    rows: Iterator[tuple[Any, ...]] = (
-        AuditEvent.objects.order_by("id").values_list(*VERIFY_COLUMNS).iterator(chunk_size=chunk_size)
-    )
-    prev_hash: str = GENESIS_HASH
-    head_id: int | None = None
-    count = 0
-    seen = False
-    for row in rows:
-        fields = dict(zip(VERIFY_COLUMNS, row, strict=True))
-        event_id: int = fields["id"]
-        if fields["prev_hash"] != prev_hash:
-            problem = "does not link to the event before it (an event was removed, inserted or rewritten)"
-            return ChainReport(count, prev_hash, head_id, ChainBreak(event_id, problem, prev_hash, fields["prev_hash"]))
-        recomputed = chain_hash(prev_hash=prev_hash, fields=fields)
-        if recomputed != fields["hash"]:
-            problem = "its content does not match its hash (the event was altered)"
-            return ChainReport(count, prev_hash, head_id, ChainBreak(event_id, problem, recomputed, fields["hash"]))
-        prev_hash, head_id, count = fields["hash"], event_id, count + 1
-        seen = seen or prev_hash == expected_head
-        if progress is not None:
-            progress(count)
-    return ChainReport(count, prev_hash, head_id, None, seen if expected_head else None)
+__all__ = [
+    "AuditHead",
+    "ChainBreak",
+    "ChainReport",
+    "audit_backlog",
+    "audit_chain_verify",
+    "audit_event_list",
+    "audit_head",
+]

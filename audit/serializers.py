@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from rest_framework import serializers
 
@@ -16,16 +16,34 @@ if TYPE_CHECKING:
 
 
 class AuditEventOutputSerializer(serializers.ModelSerializer[AuditEvent]):
+    # "pending" until the sealer gives the event its place (sequence, prev_hash and hash are null).
+    status = serializers.SerializerMethodField()
+
     class Meta:
         model = AuditEvent
-        # Every field the hash covers, with the event's place in the chain.
-        fields = ["id", *HASHED_FIELDS, "prev_hash", "hash"]
+        # Every field the hashes cover, with the event's place in the chain.
+        fields = ["id", *HASHED_FIELDS, "content_hash", "status", "sequence", "prev_hash", "hash"]
+
+    def get_status(self, event: AuditEvent) -> Literal["sealed", "pending"]:
+        return "sealed" if event.sealed else "pending"
 
 
 class AuditHeadSerializer(serializers.Serializer[AuditHead]):
-    """The newest event of the chain: record its hash elsewhere to detect a rewrite."""
+    """The latest signed checkpoint: the first ``sequence`` events of the chain end in ``head_hash``.
 
-    id = serializers.IntegerField(allow_null=True)
-    hash = serializers.CharField()
-    created_at = serializers.DateTimeField(allow_null=True)
-    count = serializers.IntegerField()
+    Check ``signature`` (base64 Ed25519) over ``signed_message`` with ``public_key`` (base64 of
+    the raw 32-byte key); record the head elsewhere and ``audit_verify --expect-head`` proves later
+    that the log still holds it.
+    """
+
+    sequence = serializers.IntegerField(help_text="Sealed events the checkpoint covers (0 before the first seal).")
+    head_hash = serializers.CharField(help_text="The hash of event number `sequence` (the genesis hash at 0).")
+    sealed_at = serializers.DateTimeField(allow_null=True)
+    signature = serializers.CharField(allow_null=True, help_text="Base64 Ed25519 signature of signed_message.")
+    key_id = serializers.CharField(allow_null=True, help_text="First 16 hex digits of sha256(public key).")
+    signed_message = serializers.CharField(
+        allow_null=True, help_text="The exact text signed: origin, sequence, head hash, sealed_at, one per line."
+    )
+    public_key = serializers.CharField(help_text="Base64 of the raw 32-byte Ed25519 public key.")
+    algorithm = serializers.CharField()
+    pending = serializers.IntegerField(help_text="Events written but not sealed yet.")

@@ -4,11 +4,11 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Protocol, TypeAlias, cast
 
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import Model
 from django.utils import timezone
 
-from audit.chain import GENESIS_HASH, chain_hash, json_value
+from audit.chain import GENESIS_HASH, content_hash, json_value
 from audit.models import AuditEvent
 from audit.redaction import mask_secrets
 from audit.selectors import audit_head
@@ -18,9 +18,6 @@ if TYPE_CHECKING:
     from django.contrib.auth.models import AnonymousUser
 
 __all__ = ["GENESIS_HASH", "audit_head", "audit_record", "audited_atomic"]
-
-# Any constant works; it names the one advisory lock that serializes appends.
-ADVISORY_LOCK_KEY = 0x436F756E  # "Coun"
 
 
 # agents.Agent and agents.Run as the log reads them: audit imports nothing from the apps that
@@ -77,34 +74,15 @@ def _agent_and_run(target: Model | None) -> tuple[str, int | None]:
     return (agent.slug if agent is not None else ""), None
 
 
-def _lock_chain() -> None:
-    # Appends are serialized so that two writers never read the same head and fork the
-    # chain. On PostgreSQL a transaction-scoped advisory lock is held until the caller's
-    # transaction commits or rolls back, so the next writer reads the head only after this
-    # event is committed (READ COMMITTED takes a fresh snapshot per statement), and ids,
-    # taken from the sequence under the lock, follow the chain order. The lock is reentrant
-    # within a transaction, so taking it again per event costs one round trip.
-    # On SQLite the IMMEDIATE transaction mode (config/settings.py, checked by audit.W001)
-    # makes every transaction take the database write lock at BEGIN, which serializes
-    # writers across threads and processes for the whole transaction; nothing more to take.
-    # Either way the unique constraint on prev_hash turns a fork into an error.
-    if connection.vendor != "postgresql":
-        return
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [ADVISORY_LOCK_KEY])
-
-
 @contextmanager
 def audited_atomic() -> Iterator[None]:
-    """``transaction.atomic()`` for a change that writes audit events: the chain lock first.
+    """``transaction.atomic()`` for a change that writes audit events.
 
-    Every audited transaction takes the chain lock before any row lock. A transaction that
-    locked a row (or updated it) and then waited for the chain lock could deadlock with one
-    that holds the chain lock and waits for that row; with the chain lock always first, no
-    transaction ever holds a row while it waits for the chain.
+    Appending takes no lock: the event is inserted pending in the caller's transaction, and the
+    sealer (audit/sealer.py) gives it its place in the chain once it is committed. Writers never
+    wait for each other on the log; the name stays so that audited changes read as such.
     """
     with transaction.atomic():
-        _lock_chain()
         yield
 
 
@@ -122,11 +100,11 @@ def _field(value: str, name: str) -> str:
 def audit_record(
     *, actor: Actor, action: str, target: Model | None = None, data: Mapping[str, object] | None = None
 ) -> AuditEvent:
-    """Append one event to the chain, inside the caller's transaction.
+    """Append one event to the log, inside the caller's transaction: pending until sealed.
 
     ``data`` is masked (secrets, card numbers, e-mail addresses) and turned into plain JSON
-    before it is hashed and stored. Open the caller's transaction with ``audited_atomic()`` so
-    the chain lock, held until that transaction ends, is taken before any row lock.
+    before it is hashed and stored. The event commits or rolls back with the caller's change;
+    ``sequence``, ``prev_hash`` and ``hash`` are filled by the sealer after commit.
     """
     if not action or len(action) > _MAX_LENGTH["action"]:
         raise ValueError(f"Audit action {action!r} must be a dotted code of at most 100 characters.")
@@ -145,11 +123,8 @@ def audit_record(
         "run_id": run_id,
         "data": mask_secrets(json_value(data or {})),
     }
-    with transaction.atomic():
-        _lock_chain()
-        prev_hash = AuditEvent.objects.order_by("-id").values_list("hash", flat=True).first() or GENESIS_HASH
-        fields["created_at"] = timezone.now()
-        event = AuditEvent(**fields, prev_hash=prev_hash, hash=chain_hash(prev_hash=prev_hash, fields=fields))
-        event._chain_append = True
-        event.save(force_insert=True)
+    fields["created_at"] = timezone.now()
+    event = AuditEvent(**fields, content_hash=content_hash(fields=fields))
+    event._chain_append = True
+    event.save(force_insert=True)
     return event

@@ -16,9 +16,11 @@ from django.conf import settings
 from django.db import connection
 from django.db.utils import load_backend
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, ProcessCollector, generate_latest
 
+from audit.selectors import audit_backlog
 from config.celery import broker_redis
 from config.clients import client_address, is_loopback
 from config.metrics import DatabaseCollector
@@ -111,6 +113,33 @@ CHECKS: dict[str, Callable[[], None]] = {
     "channel_layer": check_channel_layer,
 }
 
+# Its own thread and connection, as the database probe: a database that hangs holds the probe, not the request.
+_sealer_probes = ThreadPoolExecutor(max_workers=1, thread_name_prefix="healthz-sealer")
+
+
+def _seal_lag_seconds() -> float:
+    from django.db import connection as thread_connection
+
+    try:
+        _, oldest = audit_backlog()
+    finally:
+        thread_connection.close()  # this thread's own connection: not kept between probes
+    return max((timezone.now() - oldest).total_seconds(), 0.0) if oldest is not None else 0.0
+
+
+def check_audit_sealer() -> str:
+    """ "ok", or "behind" when an audit event has waited longer than AUDIT_SEAL_MAX_LAG_SECONDS to be
+    sealed. Reported, not failed: the web serves requests as before, and taking every web process
+    out of a load balancer because the sealer stalls would turn a lag into an outage. Alert on
+    countersign_audit_oldest_unsealed_seconds."""
+    future = _sealer_probes.submit(_seal_lag_seconds)
+    try:
+        lag = future.result(timeout=CHECK_TIMEOUT_SECONDS)
+    except TimeoutError:
+        future.cancel()
+        raise TimeoutError(f"the audit backlog was not read within {CHECK_TIMEOUT_SECONDS:.0f} s") from None
+    return "behind" if lag > settings.AUDIT_SEAL_MAX_LAG_SECONDS else "ok"
+
 
 @never_cache
 def healthz(request: HttpRequest) -> JsonResponse:
@@ -125,6 +154,12 @@ def healthz(request: HttpRequest) -> JsonResponse:
         else:
             report[name] = "ok"
     healthy = all(value == "ok" for value in report.values())
+    if healthy:
+        try:
+            report["audit_sealer"] = check_audit_sealer()
+        except Exception:
+            logger.warning("health check audit_sealer failed", exc_info=True)
+            report["audit_sealer"] = "error"
     return JsonResponse(report, status=200 if healthy else 503)
 
 

@@ -35,6 +35,7 @@ from agents.models import (
     ToolCallStatus,
 )
 from approvals.models import ApprovalRequest, ApprovalStatus
+from audit.selectors import audit_backlog
 from config.websocket_count import websocket_connections
 
 logger = logging.getLogger(__name__)
@@ -136,6 +137,7 @@ class DatabaseCollector(Collector):
         yield from self._model_usage(slug)
         yield from self._approvals(slug, slugs)
         yield from self._guardrails(slug)
+        yield from self._audit()
         yield from self._websockets()
 
     def _runs(self, slug: Callable[[int | None], str]) -> Iterable[Metric]:
@@ -297,6 +299,17 @@ class DatabaseCollector(Collector):
         for row in rows:
             hits.add_metric([slug(row["run__agent_id"]), row["name"]], row["n"])
         yield hits
+
+    def _audit(self) -> Iterable[Metric]:
+        pending, oldest = audit_backlog()
+        yield GaugeMetricFamily(
+            "countersign_audit_unsealed_events", "Audit events written, not sealed into the chain yet.", value=pending
+        )
+        yield GaugeMetricFamily(
+            "countersign_audit_oldest_unsealed_seconds",
+            "Age of the oldest audit event waiting for the sealer (0 when none): the seal lag.",
+            value=max((timezone.now() - oldest).total_seconds(), 0.0) if oldest else 0.0,
+        )
 
     def _websockets(self) -> Iterable[Metric]:
         try:

@@ -151,10 +151,8 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_DEFAULT_QUEUE = "default"
 # Seconds a publish waits for the broker's answer (see the transport options below).
 BROKER_TIMEOUT_SECONDS = env_int("BROKER_TIMEOUT_SECONDS", 2, minimum=2)
-# The sweep comes first (it rings for lost doorbells, expired leases and overdue approvals, and
-# must keep its period under a burst of runs), then resumes after a reviewer's decision, then
-# new runs: the worker listens on "sweeps,resumes,runs,default" and the priority strategy
-# drains queues in that order.
+# The priority strategy drains the worker's queues in order: the sealer's short task, the sweep (lost
+# doorbells, expired leases, overdue approvals: its period must hold under a burst), resumes, new runs.
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     "queue_order_strategy": "priority",
     # A task not acknowledged within this time is redelivered (worker lost mid-task).
@@ -171,30 +169,29 @@ CELERY_TASK_ROUTES = {
     "agents.tasks.advance_run": {"queue": "runs"},
     "agents.tasks.resume_run": {"queue": "resumes"},
     "agents.tasks.sweep": {"queue": "sweeps"},
+    "audit.tasks.seal": {"queue": "seals"},
 }
-CELERY_WORKER_QUEUES = "sweeps,resumes,runs,default"
+CELERY_WORKER_QUEUES = "seals,sweeps,resumes,runs,default"
 SWEEP_INTERVAL_SECONDS = env_int("SWEEP_INTERVAL_SECONDS", 10, minimum=1)
 ALERTS_INTERVAL_SECONDS = env_int("ALERTS_INTERVAL_SECONDS", 60, minimum=1)
+# Periodic tasks; one still queued when the next is due is dropped (each does all that is due):
+# the sweep, the alert rules (approvals/alerts.py), and the sealer behind `manage.py audit_seal --loop`.
 CELERY_BEAT_SCHEDULE = {
-    # A sweep still queued when the next is due is dropped: one sweep does all that is due.
-    "sweep": {
-        "task": "agents.tasks.sweep",
-        "schedule": float(SWEEP_INTERVAL_SECONDS),
-        "options": {"expires": float(SWEEP_INTERVAL_SECONDS)},
-    },
-    # Alert rules (approvals/alerts.py); a late evaluation is dropped like a late sweep.
-    "alerts": {
-        "task": "approvals.tasks.evaluate_alerts",
-        "schedule": float(ALERTS_INTERVAL_SECONDS),
-        "options": {"expires": float(ALERTS_INTERVAL_SECONDS)},
-    },
+    name: {"task": task, "schedule": float(seconds), "options": {"expires": float(seconds)}}
+    for name, task, seconds in [
+        ("sweep", "agents.tasks.sweep", SWEEP_INTERVAL_SECONDS),
+        ("alerts", "approvals.tasks.evaluate_alerts", ALERTS_INTERVAL_SECONDS),
+        ("audit-seal", "audit.tasks.seal", 1),
+    ]
 }
+# Audit checkpoints are signed with this Ed25519 key (audit/signing.py); without one, DEBUG keeps
+# a generated key in the file. The sealer counts as behind when an event waits longer than this.
+AUDIT_SIGNING_KEY = os.environ.get("AUDIT_SIGNING_KEY", "")
+AUDIT_SIGNING_KEY_FILE = VAR_DIR / "audit-signing-key.pem" if DEBUG else None
+AUDIT_SEAL_MAX_LAG_SECONDS = env_int("AUDIT_SEAL_MAX_LAG_SECONDS", 10, minimum=1)
 
-# Redis pub/sub (config/channel_layer.py): each socket's messages wait in a queue of its own process. The list-based
-# RedisChannelLayer pops a group message once per process for all its sockets, and a socket
-# that disconnected at that moment lost it for every other socket of the process
-# (tests/faults/test_channel_layer.py). What a socket misses while it is away, the inbox
-# replays from the stored seq when it reconnects.
+# Redis pub/sub (config/channel_layer.py): each socket's messages wait in a queue of its own process (the
+# list-based layer lost a group message for a whole process; tests/faults/test_channel_layer.py).
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "config.channel_layer.PubSubChannelLayer",
@@ -205,9 +202,8 @@ CHANNEL_LAYERS = {
     }
 }
 
-# The cache holds the sign-in limits; in Redis, so that a limit holds across the web
-# processes (a per-process LocMem cache would multiply it by their number). Its keys carry a
-# prefix, and clear() deletes only those: the broker's queues live in the same database.
+# The sign-in limits, in Redis so that they hold across web processes; clear() deletes only the
+# prefixed keys: the broker's queues live in the same database.
 CACHES = {
     "default": {
         "BACKEND": "config.cache.SharedRedisCache",
@@ -241,9 +237,8 @@ if env_bool("COUNTERSIGN_FAST_PASSWORD_HASHER", False):
 LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/inbox/"
 LOGOUT_REDIRECT_URL = "/accounts/login/"
-# Failed sign-ins allowed per client IP and per username in a window of SIGNIN_WINDOW_SECONDS,
-# counted together on the sign-in page, the admin's and POST /api/v1/auth/token/; beyond, every
-# attempt is refused until the window ends (429 on the sign-in page and the API). config/throttle.py
+# Failed sign-ins per client IP and per username in SIGNIN_WINDOW_SECONDS (sign-in page, admin and
+# token API together); beyond, 429 until the window ends. config/throttle.py
 SIGNIN_FAILURES_PER_WINDOW = env_int("SIGNIN_FAILURES_PER_MINUTE", 10, minimum=1)
 SIGNIN_WINDOW_SECONDS = 60
 

@@ -6,6 +6,7 @@ from django.test import Client
 
 from audit.models import AuditEvent
 from audit.services import audit_record
+from tests.audit.conftest import sealed
 
 pytestmark = pytest.mark.django_db
 
@@ -27,20 +28,22 @@ def event(support_agent, reviewer):
     from agents.models import Run
 
     run = Run.objects.create(agent=support_agent)
-    return audit_record(
+    written = audit_record(
         actor=reviewer,
         action="approvals.request.decided",
         target=run,
         data={"verdict": "edit", "arguments": {"amount": 250}, "comment": "<script>alert(1)</script>"},
     )
+    [event] = sealed(written)
+    return event
 
 
 def test_auditor_sees_the_list_with_the_head_hash(staff_auditor, event):
     response = client_for(staff_auditor).get(CHANGELIST)
     assert response.status_code == 200
     page = response.content.decode()
-    head = AuditEvent.objects.order_by("-id").first()
-    assert head.hash in page and "Chain head" in page
+    head = AuditEvent.objects.filter(sequence__isnull=False).order_by("-sequence").first()
+    assert head.hash in page and "Latest checkpoint" in page
     assert "approvals.request.decided" in page
     assert f'href="/runs/{event.run_id}/"' in page
 
@@ -142,3 +145,14 @@ def test_filter_by_actor(staff_auditor, reviewer, other_reviewer):
     # Combined with the actor type filter.
     response = client.get(CHANGELIST, {"actor": "policy", "actor_type__exact": "system"})
     assert [event.action for event in response.context["cl"].result_list] == ["tests.admin.policy"]
+
+
+def test_a_pending_event_shows_as_pending(staff_auditor, event):
+    pending = audit_record(actor=None, action="tests.admin.pending")
+    client = client_for(staff_auditor)
+    page = client.get(CHANGELIST).content.decode()
+    # This one and the auditor's sign-in.
+    assert AuditEvent.objects.filter(sequence__isnull=True).count() == 2 and "2 events pending" in page
+    assert "pending: content matches the hash it was written with" in client.get(detail(pending)).content.decode()
+    assert f'<td class="field-place">{event.sequence}</td>' in page
+    assert '<td class="field-place">pending</td>' in page

@@ -1,13 +1,17 @@
 from __future__ import annotations
 
+import base64
 import datetime as dt
 
 import pytest
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from django.contrib.auth.models import User
 from rest_framework.test import APIClient
 
 from audit.models import AuditEvent
 from audit.services import audit_record
+from tests.audit.conftest import sealed
 
 pytestmark = pytest.mark.django_db
 
@@ -45,13 +49,14 @@ def run(support_agent):
 
 @pytest.fixture
 def events(reviewer, operator, support_agent, run):
-    return {
+    written = {
         "decided": audit_record(actor=reviewer, action="approvals.request.decided", target=run, data={"v": "approve"}),
         "level": audit_record(actor=operator, action="agents.agent.level_changed", target=support_agent),
         "verdict": audit_record(actor="policy", action="approvals.policy.verdict", target=run),
         "step": audit_record(actor=support_agent, action="agents.step.reasoning", target=run),
         "login": audit_record(actor=reviewer, action="auth.login", target=reviewer),
     }
+    return dict(zip(written, sealed(*written.values()), strict=True))
 
 
 def ids(response) -> list[int]:
@@ -83,11 +88,11 @@ def test_non_auditors_get_403(request, persona):
 def test_token_auth_works_for_an_auditor(auditor):
     from rest_framework.authtoken.models import Token
 
-    event = audit_record(actor=None, action="tests.api.token")
+    [event] = sealed(audit_record(actor=None, action="tests.api.token"))
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=auditor).key}")
     assert ids(client.get(EVENTS)) == [event.id]
-    assert client.get(HEAD).json()["hash"] == event.hash
+    assert client.get(HEAD).json()["head_hash"] == event.hash
 
 
 def test_superuser_may_read(events):
@@ -112,9 +117,20 @@ def test_newest_first_with_every_field(api, events, run, reviewer):
         "agent_slug": run.agent.slug,
         "run_id": run.pk,
         "data": {"v": "approve"},
+        "content_hash": events["decided"].content_hash,
+        "status": "sealed",
+        "sequence": events["decided"].sequence,
         "prev_hash": events["decided"].prev_hash,
         "hash": events["decided"].hash,
     }
+
+
+def test_a_pending_event_is_listed_as_pending(api):
+    event = audit_record(actor=None, action="tests.api.pending")
+    [row] = api.get(EVENTS).json()["results"]
+    assert row["id"] == event.id and row["status"] == "pending"
+    assert (row["sequence"], row["prev_hash"], row["hash"]) == (None, None, None)
+    assert row["content_hash"] == event.content_hash and len(event.content_hash) == 64
 
 
 def test_filters(api, events, run, support_agent, reviewer):
@@ -187,15 +203,33 @@ def test_cursor_pagination_walks_every_event_once(api):
     assert response.json()["previous"] is not None
 
 
-def test_head(api, events):
+def test_head_is_the_latest_checkpoint_signed_with_the_published_key(api, events):
+    pending = audit_record(actor=None, action="tests.api.after_the_checkpoint")
     body = api.get(HEAD).json()
     last = events["login"]
-    assert body["id"] == last.id and body["hash"] == last.hash and body["count"] == len(events)
-    assert dt.datetime.fromisoformat(body["created_at"].replace("Z", "+00:00")) == last.created_at
+    assert body["sequence"] == last.sequence == len(events) and body["head_hash"] == last.hash
+    assert body["algorithm"] == "Ed25519" and body["pending"] == 1 and pending.sequence is None
+    sealed_at = dt.datetime.fromisoformat(body["sealed_at"].replace("Z", "+00:00"))
+    assert (
+        body["signed_message"]
+        == f"countersign audit checkpoint v1\n{last.sequence}\n{last.hash}\n{sealed_at.isoformat()}\n"
+    )
+    # Checked with the public key alone, as a client outside the system would.
+    key = Ed25519PublicKey.from_public_bytes(base64.b64decode(body["public_key"]))
+    key.verify(base64.b64decode(body["signature"]), body["signed_message"].encode())
+    with pytest.raises(InvalidSignature):
+        key.verify(base64.b64decode(body["signature"]), body["signed_message"].replace(last.hash, "f" * 64).encode())
 
 
 def test_head_of_an_empty_log(api):
-    assert api.get(HEAD).json() == {"id": None, "hash": "0" * 64, "created_at": None, "count": 0}
+    body = api.get(HEAD).json()
+    assert {name: body[name] for name in ("sequence", "head_hash", "sealed_at", "signature", "pending")} == {
+        "sequence": 0,
+        "head_hash": "0" * 64,
+        "sealed_at": None,
+        "signature": None,
+        "pending": 0,
+    }
 
 
 def test_the_schema_documents_the_audit_api():

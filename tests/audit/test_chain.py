@@ -3,6 +3,7 @@ trip, and audit_verify finds the first altered or missing event."""
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import uuid
 from decimal import Decimal
@@ -13,9 +14,11 @@ from django.core.management import CommandError, call_command
 from django.db import IntegrityError, connection, transaction
 
 from audit.chain import GENESIS_HASH, HASHED_FIELDS, chain_hash, json_value
-from audit.models import AuditEvent
+from audit.models import AuditCheckpoint, AuditEvent
+from audit.sealer import SealRefused, seal_pending
 from audit.selectors import audit_chain_verify, audit_head
 from audit.services import audit_record
+from tests.audit.conftest import sealed
 
 pytestmark = pytest.mark.django_db
 
@@ -36,19 +39,26 @@ def broken_output() -> str:
 
 
 def test_appends_link_into_one_chain_and_verify_reports_it(outsider):
-    events = [audit_record(actor=outsider, action="tests.chain.append", data={"n": n}) for n in range(5)]
+    written = [audit_record(actor=outsider, action="tests.chain.append", data={"n": n}) for n in range(5)]
+    assert all(event.sequence is None and event.hash is None for event in written)  # pending until sealed
+    events = sealed(*written)
 
+    assert [event.sequence for event in events] == [1, 2, 3, 4, 5]
     assert events[0].prev_hash == GENESIS_HASH
     for before, after in zip(events, events[1:], strict=False):
         assert after.prev_hash == before.hash
     head = audit_head()
-    assert head["id"] == events[-1].id and head["hash"] == events[-1].hash and head["count"] == 5
-    assert verify_output().strip() == f"5 events, chain intact, head {events[-1].hash}"
+    assert head["sequence"] == 5 and head["head_hash"] == events[-1].hash and head["pending"] == 0
+    assert verify_output().splitlines() == [
+        f"5 events, chain intact, head {events[-1].hash}",
+        "1 checkpoint signatures verify; 0 events pending",
+    ]
 
 
 def test_empty_log_verifies():
-    assert verify_output().strip() == f"0 events, chain intact, head {GENESIS_HASH}"
-    assert audit_head() == {"id": None, "hash": GENESIS_HASH, "created_at": None, "count": 0}
+    assert verify_output().splitlines()[0] == f"0 events, chain intact, head {GENESIS_HASH}"
+    head = audit_head()
+    assert (head["sequence"], head["head_hash"], head["signature"], head["pending"]) == (0, GENESIS_HASH, None, 0)
 
 
 def test_actor_and_target_fields(support_agent, outsider):
@@ -95,7 +105,7 @@ def test_stored_data_hashes_the_same_after_a_round_trip():
         "text": "ümlaut ✓ \x00 nul",
         "bigint": 2**70,
     }
-    event = audit_record(actor=None, action="tests.chain.canonical", data=data)
+    [event] = sealed(audit_record(actor=None, action="tests.chain.canonical", data=data))
 
     stored = AuditEvent.objects.get(pk=event.pk)
     assert stored.data == event.data  # what was hashed is what the database gives back
@@ -118,7 +128,7 @@ def test_json_value_is_idempotent():
 
 
 def test_created_at_hashes_in_utc_whatever_the_time_zone():
-    event = audit_record(actor=None, action="tests.chain.tz")
+    [event] = sealed(audit_record(actor=None, action="tests.chain.tz"))
     fields = {name: getattr(event, name) for name in HASHED_FIELDS}
     shifted = {**fields, "created_at": event.created_at.astimezone(dt.timezone(dt.timedelta(hours=-5)))}
     assert chain_hash(prev_hash=event.prev_hash, fields=shifted) == event.hash
@@ -129,8 +139,8 @@ def test_audit_record_joins_the_callers_transaction():
         audit_record(actor=None, action="tests.chain.rolled_back")
         raise RuntimeError("the change failed")
     assert not AuditEvent.objects.filter(action="tests.chain.rolled_back").exists()
-    kept = audit_record(actor=None, action="tests.chain.kept")
-    assert kept.prev_hash == GENESIS_HASH  # the rolled-back event left no trace in the chain
+    [kept] = sealed(audit_record(actor=None, action="tests.chain.kept"))
+    assert kept.prev_hash == GENESIS_HASH and kept.sequence == 1  # the rolled-back event left no trace in the chain
 
 
 def test_action_is_required_and_bounded():
@@ -169,13 +179,23 @@ def test_model_and_queryset_refuse_changes():
     assert AuditEvent.objects.get(pk=event.pk).data == {"v": 1}
 
 
-def test_the_database_refuses_a_fork():
-    first = audit_record(actor=None, action="tests.chain.fork")
-    audit_record(actor=None, action="tests.chain.fork")
+def test_the_database_refuses_a_fork_and_a_gap():
+    first, _ = sealed(
+        audit_record(actor=None, action="tests.chain.fork"), audit_record(actor=None, action="tests.chain.fork")
+    )
     fork = AuditEvent(action="tests.chain.fork", created_at=first.created_at, prev_hash=first.hash, hash="f" * 64)
     fork._chain_append = True
     with pytest.raises(IntegrityError, match="audit_event_one_successor|prev_hash"), transaction.atomic():
         fork.save()
+    # Sealing by hand: the trigger lets a pending event take only the next place, linked to its head.
+    pending = audit_record(actor=None, action="tests.chain.fork")
+    for place, prev_hash in ((2, first.hash), (4, GENESIS_HASH), (3, first.hash)):
+        with pytest.raises(IntegrityError), transaction.atomic():
+            _raw(
+                f"UPDATE {TABLE} SET sequence = %s, prev_hash = %s, hash = %s WHERE id = %s",
+                [place, prev_hash, "e" * 64, pending.id],
+            )
+    assert AuditEvent.objects.get(pk=pending.pk).sequence is None
 
 
 # --- Tampering ----------------------------------------------------------------------
@@ -186,17 +206,17 @@ def _raw(sql: str, params=None) -> None:
         cursor.execute(sql, params)
 
 
-def _tamper(sql: str, params) -> None:
+def _tamper(sql: str, params, table: str = TABLE) -> None:
     """Change rows behind the application's back, as a database superuser would."""
     # Inside the test's transaction: rolled back with it, triggers included.
     if connection.vendor == "postgresql":
-        _raw(f"ALTER TABLE {TABLE} DISABLE TRIGGER audit_event_no_update_delete")
+        _raw(f"ALTER TABLE {table} DISABLE TRIGGER USER")
         _raw(sql, params)
-        _raw(f"ALTER TABLE {TABLE} ENABLE TRIGGER audit_event_no_update_delete")
+        _raw(f"ALTER TABLE {table} ENABLE TRIGGER USER")
     else:
         # SQLite cannot disable a trigger: the owner of the file drops and recreates them.
         with connection.cursor() as cursor:
-            cursor.execute("SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name = %s", [TABLE])
+            cursor.execute("SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name = %s", [table])
             triggers = cursor.fetchall()
         assert triggers, "the audit table has no triggers on SQLite (migration 0004)"
         for name, _sql in triggers:
@@ -207,7 +227,9 @@ def _tamper(sql: str, params) -> None:
 
 
 def test_altered_data_is_named_by_audit_verify(outsider):
-    events = [audit_record(actor=outsider, action="tests.chain.refund", data={"amount": 100}) for _ in range(4)]
+    events = sealed(
+        *[audit_record(actor=outsider, action="tests.chain.refund", data={"amount": 100}) for _ in range(4)]
+    )
     victim = events[2]
 
     _tamper(f"UPDATE {TABLE} SET data = %s WHERE id = %s", ['{"amount": 1}', victim.id])
@@ -221,18 +243,19 @@ def test_altered_data_is_named_by_audit_verify(outsider):
 
 
 def test_a_removed_event_is_named_by_audit_verify():
-    events = [audit_record(actor=None, action="tests.chain.remove", data={"n": n}) for n in range(4)]
+    events = sealed(*[audit_record(actor=None, action="tests.chain.remove", data={"n": n}) for n in range(4)])
 
     _tamper(f"DELETE FROM {TABLE} WHERE id = %s", [events[1].id])
 
     message = broken_output()
-    assert f"event {events[2].id}" in message and "does not link" in message
-    assert f"expected hash {events[0].hash}" in message and f"found hash    {events[1].hash}" in message
+    assert f"event {events[2].id}" in message and "its place is not the next one" in message
+    assert "expected hash 2" in message and "found hash    3" in message
 
 
 def test_a_rewritten_tail_is_caught_by_the_recorded_head():
     audit_record(actor=None, action="tests.chain.head")
-    recorded = audit_record(actor=None, action="tests.chain.head").hash
+    [last] = sealed(audit_record(actor=None, action="tests.chain.head"))
+    recorded = last.hash
     out = StringIO()
     call_command("audit_verify", expect_head=recorded, stdout=out)
     assert "chain intact" in out.getvalue()
@@ -242,7 +265,47 @@ def test_a_rewritten_tail_is_caught_by_the_recorded_head():
 
 
 def test_tampering_requires_disabling_the_trigger():
-    event = audit_record(actor=None, action="tests.chain.guard", data={"amount": 100})
+    [event] = sealed(audit_record(actor=None, action="tests.chain.guard", data={"amount": 100}))
+    pending = audit_record(actor=None, action="tests.chain.guard", data={"amount": 100})
+    for victim in (event, pending):
+        with pytest.raises(IntegrityError, match="append-only"), transaction.atomic():
+            _raw(f"UPDATE {TABLE} SET data = %s WHERE id = %s", ['{"amount": 1}', victim.id])
+        with pytest.raises(IntegrityError, match="append-only"), transaction.atomic():
+            _raw(f"DELETE FROM {TABLE} WHERE id = %s", [victim.id])
+    # Sealed once: its place cannot be written again.
     with pytest.raises(IntegrityError, match="append-only"), transaction.atomic():
-        _raw(f"UPDATE {TABLE} SET data = %s WHERE id = %s", ['{"amount": 1}', event.id])
+        _raw(f"UPDATE {TABLE} SET sequence = NULL, prev_hash = NULL, hash = NULL WHERE id = %s", [event.id])
     assert verify_output().startswith("1 events, chain intact")
+
+
+def test_an_altered_pending_event_is_named_and_not_sealed():
+    [before] = sealed(audit_record(actor=None, action="tests.chain.pending", data={"amount": 100}))
+    victim = audit_record(actor=None, action="tests.chain.pending", data={"amount": 100})
+    after = audit_record(actor=None, action="tests.chain.pending", data={"amount": 100})
+
+    _tamper(f"UPDATE {TABLE} SET data = %s WHERE id = %s", ['{"amount": 1}', victim.id])
+
+    message = broken_output()
+    assert f"Chain broken at event {victim.id}: it is pending" in message
+    with pytest.raises(SealRefused, match=f"audit event {victim.id} was changed"):
+        seal_pending()
+    # Neither it nor what came after it is sealed: sealing past it would break the id order.
+    assert [AuditEvent.objects.get(pk=e.pk).sequence for e in (before, victim, after)] == [1, None, None]
+
+
+def test_a_forged_or_missing_checkpoint_is_named():
+    sealed(audit_record(actor=None, action="tests.chain.checkpoint"))
+    checkpoint_table = AuditCheckpoint._meta.db_table
+    with pytest.raises(IntegrityError, match="append-only"), transaction.atomic():
+        _raw(f"UPDATE {checkpoint_table} SET head_hash = %s", ["a" * 64])
+    _tamper(f"UPDATE {checkpoint_table} SET signature = %s", [base64.b64encode(b"x" * 64).decode()], checkpoint_table)
+    assert "the signature of checkpoint 1 does not verify" in broken_output()
+
+
+def test_events_removed_from_the_end_are_caught_by_the_checkpoint():
+    first, last = sealed(
+        audit_record(actor=None, action="tests.chain.tail"), audit_record(actor=None, action="tests.chain.tail")
+    )
+    _tamper(f"DELETE FROM {TABLE} WHERE id = %s", [last.id])
+    message = broken_output()
+    assert "Chain broken at checkpoint 2" in message and "the chain ends at 1" in message

@@ -12,17 +12,18 @@ from django.utils import timezone
 from audit.chain import HASHED_FIELDS, chain_hash
 from audit.models import AuditEvent
 from audit.services import audit_record
+from tests.audit.conftest import sealed
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
 def events(outsider):
-    return [
+    return sealed(
         audit_record(actor=outsider, action="tests.export.one", data={"amount": "12.50", "note": 'a "quoted", text'}),
         audit_record(actor=None, action="tests.export.two", data={"nested": {"b": 1, "a": [1, 2]}}),
         audit_record(actor="policy", action="tests.export.three"),
-    ]
+    )
 
 
 def export(**options) -> str:

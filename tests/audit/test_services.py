@@ -1,4 +1,4 @@
-"""Many writers at once still leave one unbroken chain."""
+"""Many writers at once, none waiting for another, still leave one unbroken chain once sealed."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from django.db import connection, transaction
 
 from audit.chain import GENESIS_HASH
 from audit.models import AuditEvent
+from audit.sealer import seal_pending
 from audit.selectors import audit_chain_verify
 from audit.services import audit_record, audited_atomic
-from tests.live import wait_until
 
 # PostgreSQL here allows 100 connections and other suites share the server: at most this
 # many threads hold a connection at once; all of them are started and contend together.
@@ -53,8 +53,11 @@ def append_concurrently(threads: int, *, connections_at_once: int) -> float:
 
 
 def assert_one_chain(expected: int) -> None:
-    # Every event of the table is in the one chain; the test's own are all there.
+    # Every event of the table is sealed once into the one chain, in id order; the test's own are all there.
+    seal_pending()
+    assert not AuditEvent.objects.filter(sequence__isnull=True).exists()
     rows = list(AuditEvent.objects.order_by("id").values_list("prev_hash", "hash"))
+    assert list(AuditEvent.objects.order_by("id").values_list("sequence", flat=True)) == list(range(1, len(rows) + 1))
     assert AuditEvent.objects.filter(action__startswith="tests.concurrent.").count() == expected
     previous = GENESIS_HASH
     for prev_hash, hash_ in rows:
@@ -88,66 +91,44 @@ def test_threads_append_one_unbroken_chain_on_sqlite():
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.skipif(not settings.IS_POSTGRES, reason="PostgreSQL only")
-def test_audited_transactions_take_the_chain_lock_before_any_row(support_agent):
-    """Two audited transactions that touch the same row in opposite orders: one audits, then
-    locks the agent row; the other locks that row, inserts a run pointing at it and audits.
-    With plain ``atomic()`` they deadlock (each waits for what the other holds); with
-    ``audited_atomic()`` the second waits at its start for the chain lock and both commit."""
-    from agents.models import Agent, Run
-
-    first_audited = threading.Event()
-    second_backend: list[int] = []  # the PostgreSQL backend pid of the second transaction
-    second_connected = threading.Event()
+def test_an_open_audited_transaction_does_not_hold_up_another():
+    """With the chain lock gone, a second audited transaction commits while the first is still
+    open after writing its event; the sealer then chains both in id order."""
+    first_written = threading.Event()
+    second_done = threading.Event()
     errors: list[BaseException] = []
 
-    def blocked_by_me(pid: int) -> bool:
-        # pg_locks (unlike pg_stat_activity) is read afresh inside a transaction.
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_backend_pid() = ANY(pg_blocking_pids(%s))", [pid])
-            return cursor.fetchone()[0]
-
-    def audits_then_locks() -> None:
+    def first() -> None:
         try:
-            if not second_connected.wait(10):
-                raise TimeoutError("the second transaction did not connect")
-            [pid] = second_backend
             with audited_atomic():
-                audit_record(actor=None, action="tests.concurrent.first", target=support_agent)
-                first_audited.set()
-                # Only once the other transaction waits for a lock this one holds does this one
-                # go on to the row: the order in which a deadlock would happen.
-                wait_until(lambda: blocked_by_me(pid), timeout=10, what="the second transaction to wait for the first")
-                Agent.objects.select_for_update(no_key=True).get(pk=support_agent.pk)
+                audit_record(actor=None, action="tests.concurrent.first")
+                first_written.set()
+                if not second_done.wait(10):
+                    raise TimeoutError("the second transaction waited for the first")
         except BaseException as exc:
             errors.append(exc)
         finally:
             connection.close()
 
-    def locks_then_audits() -> None:
+    def second() -> None:
         try:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_backend_pid()")
-                second_backend.append(cursor.fetchone()[0])
-            second_connected.set()
-            if not first_audited.wait(10):
-                raise TimeoutError("the first transaction did not audit")
+            if not first_written.wait(10):
+                raise TimeoutError("the first transaction did not write")
             with audited_atomic():
-                Agent.objects.select_for_update().get(pk=support_agent.pk)
-                run = Run.objects.create(agent_id=support_agent.pk)  # foreign key checked at commit
-                audit_record(actor=None, action="tests.concurrent.second", target=run)
+                audit_record(actor=None, action="tests.concurrent.second")
+            second_done.set()
         except BaseException as exc:
             errors.append(exc)
         finally:
             connection.close()
 
-    threads = [threading.Thread(target=audits_then_locks), threading.Thread(target=locks_then_audits)]
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(30)
     assert errors == []
-    assert not any(thread.is_alive() for thread in threads)
-    actions = AuditEvent.objects.filter(action__startswith="tests.").order_by("id").values_list("action", flat=True)
-    assert list(actions) == ["tests.concurrent.first", "tests.concurrent.second"]
-    assert audit_chain_verify().intact
+    seal_pending()
+    actions = AuditEvent.objects.filter(action__startswith="tests.").order_by("sequence")
+    assert list(actions.values_list("action", flat=True)) == ["tests.concurrent.first", "tests.concurrent.second"]
     assert audit_chain_verify().intact

@@ -52,7 +52,8 @@ def test_worker_survives_a_kill_and_restart(celery_worker):
 
 
 def test_queues_are_routed_and_drained_sweeps_then_resumes_first(settings):
-    assert settings.CELERY_WORKER_QUEUES == "sweeps,resumes,runs,default"
+    assert settings.CELERY_WORKER_QUEUES == "seals,sweeps,resumes,runs,default"
+    assert settings.CELERY_TASK_ROUTES["audit.tasks.seal"] == {"queue": "seals"}
     assert settings.CELERY_TASK_ROUTES["agents.tasks.resume_run"] == {"queue": "resumes"}
     assert settings.CELERY_TASK_ROUTES["agents.tasks.advance_run"] == {"queue": "runs"}
     assert settings.CELERY_TASK_ROUTES["agents.tasks.sweep"] == {"queue": "sweeps"}

@@ -23,7 +23,7 @@ def dead_redis_url() -> str:
 def test_all_parts_ok(client):
     response = client.get("/healthz")
     assert response.status_code == 200
-    assert response.json() == {"database": "ok", "broker": "ok", "channel_layer": "ok"}
+    assert response.json() == {"database": "ok", "broker": "ok", "channel_layer": "ok", "audit_sealer": "ok"}
 
 
 def test_unreachable_broker_is_named(client, settings):

@@ -164,7 +164,7 @@ def scenario(support_agent, starter, assigned_reviewer, settings, monkeypatch):
 
 
 def test_metrics_equal_counts_from_the_database(client, scenario, django_assert_max_num_queries):
-    with django_assert_max_num_queries(10):
+    with django_assert_max_num_queries(11):
         families = scrape(client)
 
     runs = Counter((run.agent.slug, run.status) for run in Run.objects.all() if run.status in TERMINAL_RUN_STATUSES)

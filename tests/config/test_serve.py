@@ -110,12 +110,12 @@ def test_ready_within_seconds_and_ctrl_c_stops_every_process_it_started(var_dir)
         assert match, launcher.output()
         # How long it takes is measured, not asserted: a loaded machine is slower, not broken.
         print(f"\nserve ready {elapsed:.2f} s after exec ({match.group(1)} s inside the command)")
-        assert set(launcher.pids()) == {"web (uvicorn)", "celery worker", "celery beat"}
+        assert set(launcher.pids()) == {"web (uvicorn)", "celery worker", "audit sealer", "celery beat"}
         assert launcher.get("/healthz") == 200
         assert launcher.get("/accounts/login/") == 200
         assert (var_dir / "redis.sock").exists()
         started = descendants(launcher.proc.pid)
-        assert len(started) >= 6  # redis, uvicorn, worker + 2 pool processes, beat
+        assert len(started) >= 7  # redis, uvicorn, worker + 2 pool processes, sealer, beat
         os.killpg(launcher.proc.pid, signal.SIGINT)
         assert launcher.wait_exit() == 0
         assert "Stopped." in launcher.output()

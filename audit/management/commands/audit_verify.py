@@ -10,8 +10,10 @@ from audit.selectors import audit_chain_verify
 
 class Command(BaseCommand):
     help = (
-        "Walk the audit chain in id order and recompute every hash. Prints "
-        '"N events, chain intact, head <hash>" or names the first broken event; exits 1 when broken.'
+        "Walk the sealed audit chain in sequence order, recompute every hash and check every signed checkpoint "
+        "with the public key, then check the content of the events not sealed yet. Prints "
+        '"N events, chain intact, head <hash>" (with the checkpoints and the pending backlog) or names the '
+        "first broken event or checkpoint; exits 1 when broken."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -31,7 +33,7 @@ class Command(BaseCommand):
         elapsed = time.monotonic() - started
         if report.broken is not None:
             raise CommandError(
-                f"Chain broken at event {report.broken.id}: {report.broken.problem}.\n"
+                f"Chain broken at {report.broken.subject}: {report.broken.problem}.\n"
                 f"  expected hash {report.broken.expected}\n"
                 f"  found hash    {report.broken.found}\n"
                 f"{report.count} events before it verify (last good head {report.head}).",
@@ -44,5 +46,6 @@ class Command(BaseCommand):
                 returncode=1,
             )
         self.stdout.write(f"{report.count} events, chain intact, head {report.head}")
+        self.stdout.write(f"{report.checkpoints} checkpoint signatures verify; {report.pending} events pending")
         if options["verbosity"] > 1:
             self.stdout.write(f"verified in {elapsed:.2f} s")

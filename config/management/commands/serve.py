@@ -1,7 +1,7 @@
 """The embedded launcher: one command runs the whole production topology on one machine.
 
 Starts a private Redis server (unless REDIS_URL names one), migrates, then runs the ASGI
-server, a Celery worker and Celery beat as child processes, each in its own process group.
+server, a Celery worker, the audit sealer and Celery beat as child processes, each in its own process group.
 If one of them dies, everything stops and the command exits non-zero naming it; Ctrl-C or
 SIGTERM stops them all, and the Redis server last.
 """
@@ -41,7 +41,7 @@ class Child:
 
 
 class Command(BaseCommand):
-    help = "Run Countersign on this machine: private Redis, ASGI server, Celery worker and beat."
+    help = "Run Countersign on this machine: private Redis, ASGI server, Celery worker, audit sealer and beat."
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--host", default="127.0.0.1")
@@ -125,6 +125,8 @@ class Command(BaseCommand):
                 + ["-c", str(concurrency), "--pool", "prefork", "--loglevel", "INFO"]
                 + ["-n", f"countersign-{uuid.uuid4().hex[:8]}@%h", "--without-mingle", "--without-gossip"],
             ),
+            # Seals audit events within a fraction of a second; the beat's seal task is its fallback.
+            Child("audit sealer", [python, "manage.py", "audit_seal", "--loop"]),
             Child(
                 "celery beat",
                 [python, "-m", "celery", "-A", "config", "beat", "--loglevel", "INFO"]
