@@ -4,6 +4,7 @@ private pages, and a deployment that ``manage.py check --deploy`` finds nothing 
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import secrets
@@ -155,7 +156,13 @@ def readme_production_env() -> dict[str, str]:
     block = re.search(r"make `manage\.py check --deploy`\s+clean.*?```sh\n(.*?)```", readme, re.S)
     assert block, "the README's production example for check --deploy is missing"
     env = dict(re.findall(r"\b([A-Z][A-Z0-9_]+)=(\S+)", block.group(1)))
-    return {name: secrets.token_urlsafe(50) if value.startswith("<") else value for name, value in env.items()}
+    return {name: _filled(value) for name, value in env.items()}
+
+
+def _filled(value: str) -> str:
+    if value == "<base64":  # "<base64 of 32 random bytes>": an Ed25519 key
+        return base64.b64encode(secrets.token_bytes(32)).decode()
+    return secrets.token_urlsafe(50) if value.startswith("<") else value
 
 
 def test_check_deploy_is_clean_with_the_documented_production_settings(tmp_path):
