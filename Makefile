@@ -5,6 +5,7 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.requirements.stamp
 DEV_STAMP := $(VENV)/.requirements-dev.stamp
+LLM_STAMP := $(VENV)/.requirements-llm.stamp
 PORT ?= 8000
 PYTEST_ARGS ?=
 # Where a test run keeps its database and Redis socket; two runs at once need two.
@@ -19,7 +20,7 @@ PYTHON ?= $(shell for c in python3.13 python3.12 \
 	$$p -c 'import sys; sys.exit(sys.version_info < (3,12))' >/dev/null 2>&1 && { echo $$p; break; }; \
 	done)
 
-.PHONY: run test lint bench venv
+.PHONY: run test lint bench venv llm
 
 run: $(STAMP)
 	@export DEBUG=$${DEBUG:-1}; \
@@ -64,4 +65,12 @@ $(STAMP): requirements.txt | $(VPY)
 
 $(DEV_STAMP): requirements-dev.txt $(STAMP)
 	$(VPY) -m pip install --disable-pip-version-check -q -r requirements-dev.txt
+	@touch $@
+
+# `make llm`: the real model of the `llm` tests (tests/llm). llama.cpp is built for a portable
+# x86-64 (AVX2), not -march=native: a CPU may report instructions (AMX) its sandbox refuses.
+llm: $(LLM_STAMP)
+
+$(LLM_STAMP): requirements-llm.txt $(DEV_STAMP)
+	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(VPY) -m pip install --disable-pip-version-check -q -r requirements-llm.txt
 	@touch $@
