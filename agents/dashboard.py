@@ -1,0 +1,346 @@
+"""Reads of the dashboard: runs, cost, step latency and approvals over a window, all agents or one.
+
+Every number is aggregated in SQL (GROUP BY a truncated hour or day, counts with a filter), so
+the number of queries and the rows they return depend on the window and the agents, never on
+how many runs there are. Percentiles come from bucket counts, with the bounds and the
+interpolation of Prometheus' ``histogram_quantile`` over the same buckets /metrics exports
+(``config.metrics``), so the dashboard and a Grafana panel on the scrape agree.
+
+Operators and auditors see every agent (``agents.permissions.agents_visible_to``), and the
+dashboard is theirs only (``may_see_dashboard``): the reads take no user.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any, Literal
+
+from django.db.models import Count, DateTimeField, Min, Q, QuerySet, Sum
+from django.db.models.functions import Trunc
+from django.utils import timezone
+
+from agents.models import Agent, Run, RunStatus, Step
+from approvals.models import ApprovalKind, ApprovalRequest, ApprovalStatus
+from config.metrics import DECISION_BUCKETS, STEP_BUCKETS, between
+
+Unit = Literal["hour", "day"]
+# The outcomes of a run as the charts stack them; queued, running and waiting are "in progress".
+OUTCOMES: tuple[str, ...] = (
+    RunStatus.SUCCEEDED,
+    RunStatus.FAILED,
+    RunStatus.REJECTED,
+    RunStatus.CANCELLED,
+    "in_progress",
+)
+# How an approval request (kind "approval") ended: approved unchanged, edited, rejected, expired
+# or cancelled with its run (as countersign_approvals' outcome label says).
+ENDINGS: tuple[str, ...] = ("approved", "edited", "rejected", "expired", "cancelled")
+STEP_BOUNDS_MS: tuple[int, ...] = tuple(round(bound * 1000) for bound in STEP_BUCKETS)
+TOP_STARTERS = 10
+RECENT = 10
+
+
+@dataclass(frozen=True)
+class Window:
+    key: str
+    label: str
+    count: int
+    unit: Unit
+
+    def buckets(self, *, now: datetime) -> list[datetime]:
+        """The starts of the window's hours or days, oldest first; the last one holds ``now``."""
+        local = timezone.localtime(now)
+        if self.unit == "hour":
+            # Counted back in UTC: an hour is an hour across a change of the clocks.
+            last = local.replace(minute=0, second=0, microsecond=0).astimezone(UTC)
+            return [timezone.localtime(last - timedelta(hours=back)) for back in range(self.count - 1, -1, -1)]
+        today = local.date()
+        days = [today - timedelta(days=back) for back in range(self.count - 1, -1, -1)]
+        return [timezone.make_aware(datetime.combine(day, datetime.min.time())) for day in days]
+
+
+WINDOWS: dict[str, Window] = {
+    "24h": Window("24h", "24 hours", 24, "hour"),
+    "7d": Window("7d", "7 days", 7, "day"),
+    "30d": Window("30d", "30 days", 30, "day"),
+}
+DEFAULT_WINDOW = "24h"
+
+
+def bucket_key(moment: datetime, unit: Unit) -> str:
+    """The bucket a moment falls in, as text: the same for a bucket start here and SQL's Trunc."""
+    return timezone.localtime(moment).strftime("%Y-%m-%d %H" if unit == "hour" else "%Y-%m-%d")
+
+
+def bucket_quantile(q: float, bounds: Sequence[float], cumulative: Sequence[int], total: int) -> float | None:
+    """Prometheus' ``histogram_quantile``: the bucket that holds rank ``q * total``, interpolated
+    linearly inside it; past the last bound, the last bound. ``None`` with no observations."""
+    if total <= 0:
+        return None
+    rank = q * total
+    lower, below = 0.0, 0
+    for bound, count in zip(bounds, cumulative, strict=True):
+        if count >= rank:
+            inside = count - below
+            return float(bound) if inside == 0 else lower + (bound - lower) * (rank - below) / inside
+        lower, below = float(bound), count
+    return float(bounds[-1])
+
+
+def rate(part: int, whole: int) -> float | None:
+    return 100 * part / whole if whole else None
+
+
+@dataclass
+class Latency:
+    """Cumulative counts at or under each of ``STEP_BOUNDS_MS``, and the total."""
+
+    total: int = 0
+    cumulative: list[int] = field(default_factory=lambda: [0] * len(STEP_BOUNDS_MS))
+
+    def add(self, row: dict[str, Any]) -> None:
+        self.total += row["n"]
+        self.cumulative = [have + row[f"le_{i}"] for i, have in enumerate(self.cumulative)]
+
+    def quantile(self, q: float) -> float | None:
+        return bucket_quantile(q, STEP_BOUNDS_MS, self.cumulative, self.total)
+
+
+@dataclass
+class AgentSummary:
+    agent: Agent
+    runs: dict[str, int] = field(default_factory=lambda: dict.fromkeys(OUTCOMES, 0))
+    cost: Decimal = Decimal(0)
+    endings: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ENDINGS, 0))
+    escalated: int = 0
+    pending: int = 0
+    oldest_pending: datetime | None = None
+    latency: Latency = field(default_factory=Latency)
+
+    @property
+    def total_runs(self) -> int:
+        return sum(self.runs.values())
+
+    @property
+    def ended(self) -> int:
+        return sum(self.endings.values())
+
+    def ending_rate(self, ending: str) -> float | None:
+        return rate(self.endings[ending], self.ended)
+
+    @property
+    def cost_per_run(self) -> Decimal | None:
+        return self.cost / self.total_runs if self.total_runs else None
+
+
+@dataclass
+class Starter:
+    username: str
+    runs: int
+    cost: Decimal
+
+    @property
+    def cost_per_run(self) -> Decimal:
+        return self.cost / self.runs if self.runs else Decimal(0)
+
+
+@dataclass
+class Dashboard:
+    window: Window
+    buckets: list[datetime]
+    since: datetime
+    agents: list[AgentSummary]
+    runs: dict[str, list[int]]
+    cost: list[Decimal]
+    latency: list[Latency]
+    endings: dict[str, list[int]]
+    decision_times: list[int]
+    starters: list[Starter]
+
+    @property
+    def total_runs(self) -> int:
+        return sum(sum(counts) for counts in self.runs.values())
+
+    @property
+    def total_cost(self) -> Decimal:
+        return sum(self.cost, Decimal(0))
+
+    @property
+    def pending(self) -> int:
+        return sum(summary.pending for summary in self.agents)
+
+    @property
+    def latency_all(self) -> Latency:
+        merged = Latency()
+        for bucket in self.latency:
+            merged.total += bucket.total
+            merged.cumulative = [a + b for a, b in zip(merged.cumulative, bucket.cumulative, strict=True)]
+        return merged
+
+
+def _outcome(status: str) -> str:
+    return status if status in OUTCOMES else "in_progress"
+
+
+def _ending(row: dict[str, Any]) -> list[tuple[str, int]]:
+    status, n, edited = row["status"], row["n"], row["edited"]
+    if status == ApprovalStatus.APPROVED:
+        return [("approved", n - edited), ("edited", edited)]
+    return [(status, n)] if status in ENDINGS else []
+
+
+def _trunc(field_name: str, unit: Unit) -> Trunc:
+    return Trunc(field_name, unit, output_field=DateTimeField())
+
+
+def _scoped(queryset: QuerySet[Any], agent: Agent | None, path: str) -> QuerySet[Any]:
+    return queryset.filter(**{path: agent.pk}) if agent is not None else queryset
+
+
+def dashboard_for(*, window: Window, agent: Agent | None = None, now: datetime | None = None) -> Dashboard:
+    """Everything the dashboard shows for ``window``, of every agent or only of ``agent``:
+    seven grouped queries (six with ``agent``, whose row the caller has), whatever the data."""
+    now = now or timezone.now()
+    buckets = window.buckets(now=now)
+    since, unit = buckets[0], window.unit
+    index = {bucket_key(start, unit): position for position, start in enumerate(buckets)}
+    agents = [agent] if agent is not None else list(Agent.objects.order_by("name", "slug"))
+    summaries = {item.pk: AgentSummary(agent=item) for item in agents}
+    result = Dashboard(
+        window=window,
+        buckets=buckets,
+        since=since,
+        agents=list(summaries.values()),
+        runs={outcome: [0] * len(buckets) for outcome in OUTCOMES},
+        cost=[Decimal(0)] * len(buckets),
+        latency=[Latency() for _ in buckets],
+        endings={ending: [0] * len(buckets) for ending in ENDINGS},
+        decision_times=[],
+        starters=[],
+    )
+
+    def place(row: dict[str, Any], agent_key: str = "agent_id") -> tuple[int | None, AgentSummary | None]:
+        return index.get(bucket_key(row["bucket"], unit)), summaries.get(row[agent_key])
+
+    runs = _scoped(Run.objects.filter(created_at__gte=since), agent, "agent_id")
+    for row in _run_rows(runs, unit):
+        position, summary = place(row)
+        outcome, cost = _outcome(row["status"]), row["cost"] or Decimal(0)
+        if position is not None:
+            result.runs[outcome][position] += row["n"]
+            result.cost[position] += cost
+        if summary is not None:
+            summary.runs[outcome] += row["n"]
+            summary.cost += cost
+
+    steps = _scoped(Step.objects.filter(created_at__gte=since), agent, "run__agent_id")
+    for row in _step_rows(steps, unit):
+        position, summary = place(row, "run__agent_id")
+        if position is not None:
+            result.latency[position].add(row)
+        if summary is not None:
+            summary.latency.add(row)
+
+    requests = _scoped(ApprovalRequest.objects.filter(created_at__gte=since), agent, "agent_id")
+    for row in _approval_rows(requests.filter(kind=ApprovalKind.APPROVAL), unit):
+        position, summary = place(row)
+        for ending, n in _ending(row):
+            if position is not None:
+                result.endings[ending][position] += n
+            if summary is not None:
+                summary.endings[ending] += n
+        if summary is not None:
+            summary.escalated += row["escalated"]
+
+    pending = _scoped(ApprovalRequest.objects.filter(status=ApprovalStatus.PENDING), agent, "agent_id")
+    for row in pending.order_by().values("agent_id").annotate(n=Count("pk"), oldest=Min("created_at")):
+        if (summary := summaries.get(row["agent_id"])) is not None:
+            summary.pending, summary.oldest_pending = row["n"], row["oldest"]
+
+    result.decision_times = _decision_histogram(requests)
+    result.starters = _starters(runs)
+    return result
+
+
+def _run_rows(runs: QuerySet[Run], unit: Unit) -> QuerySet[Any]:
+    return (
+        runs.order_by()
+        .annotate(bucket=_trunc("created_at", unit))
+        .values("agent_id", "bucket", "status")
+        .annotate(n=Count("pk"), cost=Sum("cost"))
+    )
+
+
+def _step_rows(steps: QuerySet[Step], unit: Unit) -> QuerySet[Any]:
+    at_most = {f"le_{i}": Count("pk", filter=Q(latency_ms__lte=bound)) for i, bound in enumerate(STEP_BOUNDS_MS)}
+    return (
+        steps.order_by()
+        .annotate(bucket=_trunc("created_at", unit))
+        .values("run__agent_id", "bucket")
+        .annotate(n=Count("pk"), **at_most)
+    )
+
+
+def _approval_rows(requests: QuerySet[ApprovalRequest], unit: Unit) -> QuerySet[Any]:
+    return (
+        requests.order_by()
+        .annotate(bucket=_trunc("created_at", unit))
+        .values("agent_id", "bucket", "status")
+        .annotate(
+            n=Count("pk"),
+            edited=Count("pk", filter=Q(decided_arguments__isnull=False)),
+            escalated=Count("pk", filter=Q(escalated_at__isnull=False)),
+        )
+    )
+
+
+def _decision_histogram(requests: QuerySet[ApprovalRequest]) -> list[int]:
+    """Requests a person decided, by time from request to decision: a count per bucket of
+    ``DECISION_BUCKETS`` (not cumulative), and the last one for longer than its last bound."""
+    measure = between("created_at", "decided_at")
+    at_most = {
+        f"le_{i}": Count("pk", filter=Q(measured__lte=measure.bound(bound))) for i, bound in enumerate(DECISION_BUCKETS)
+    }
+    row = (
+        requests.filter(decided_by__isnull=False, decided_at__isnull=False)
+        .order_by()
+        .alias(measured=measure.expression)
+        .aggregate(n=Count("pk"), **at_most)
+    )
+    cumulative = [row[f"le_{i}"] for i in range(len(DECISION_BUCKETS))] + [row["n"]]
+    return [count - (cumulative[i - 1] if i else 0) for i, count in enumerate(cumulative)]
+
+
+def _starters(runs: QuerySet[Run]) -> list[Starter]:
+    rows = (
+        runs.order_by()
+        .values("started_by__username")
+        .annotate(n=Count("pk"), cost=Sum("cost"))
+        .order_by("-cost", "-n", "started_by__username")[:TOP_STARTERS]
+    )
+    return [
+        Starter(username=row["started_by__username"] or "", runs=row["n"], cost=row["cost"] or Decimal(0))
+        for row in rows
+    ]
+
+
+def agent_recent_failures(*, agent: Agent, since: datetime) -> list[Run]:
+    """The agent's latest failed runs in the window, with their starter (one query)."""
+    return list(
+        Run.objects.filter(agent=agent, status=RunStatus.FAILED, created_at__gte=since)
+        .select_related("started_by")
+        .only("pk", "agent_id", "status", "error", "cost", "created_at", "finished_at", "started_by__username")
+        .order_by("-created_at", "-id")[:RECENT]
+    )
+
+
+def agent_pending_approvals(*, agent: Agent) -> list[ApprovalRequest]:
+    """The agent's oldest pending approval requests: the ones waiting longest first."""
+    return list(
+        ApprovalRequest.objects.filter(agent=agent, status=ApprovalStatus.PENDING)
+        .only("pk", "run_id", "agent_id", "kind", "tool", "risk_class", "created_at", "escalated_at", "deadline")
+        .order_by("created_at", "id")[:RECENT]
+    )
