@@ -1,8 +1,11 @@
 """Reads of the dashboard: runs, cost, step latency and approvals over a window, all agents or one.
 
-Every number is aggregated in SQL (GROUP BY a truncated hour or day, counts with a filter), so
-the number of queries and the rows they return depend on the window and the agents, never on
-how many runs there are. Percentiles come from bucket counts, with the bounds and the
+Every number is aggregated in SQL (GROUP BY the hour or day of the window a row falls in,
+counts with a filter), so the number of queries and the rows they return depend on the window
+and the agents, never on how many runs there are. The hour or day is a CASE over the bucket
+starts, computed here in the current time zone, rather than ``Trunc``: on SQLite ``Trunc`` is a
+Python function called for every row (over a second for 100,000 runs), a CASE is plain SQL on
+both databases and gives the same buckets. Percentiles come from bucket counts, with the bounds and the
 interpolation of Prometheus' ``histogram_quantile`` over the same buckets /metrics exports
 (``config.metrics``), so the dashboard and a Grafana panel on the scrape agree.
 
@@ -18,13 +21,12 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
 
-from django.db.models import Count, DateTimeField, Min, Q, QuerySet, Sum
-from django.db.models.functions import Trunc
+from django.db.models import Case, Count, F, FloatField, Func, IntegerField, Min, Q, QuerySet, Sum, Value, When
 from django.utils import timezone
 
 from agents.models import Agent, Run, RunStatus, Step
 from approvals.models import ApprovalKind, ApprovalRequest, ApprovalStatus
-from config.metrics import DECISION_BUCKETS, STEP_BUCKETS, between
+from config.metrics import DECISION_BUCKETS, STEP_BUCKETS
 
 Unit = Literal["hour", "day"]
 # The outcomes of a run as the charts stack them; queued, running and waiting are "in progress".
@@ -61,6 +63,12 @@ class Window:
         days = [today - timedelta(days=back) for back in range(self.count - 1, -1, -1)]
         return [timezone.make_aware(datetime.combine(day, datetime.min.time())) for day in days]
 
+    def end(self, *, now: datetime) -> datetime:
+        """The end of the bucket that holds ``now``: the window's rows are before it."""
+        return timezone.localtime(now).replace(minute=0, second=0, microsecond=0) + timedelta(
+            hours=1 if self.unit == "hour" else 24 - timezone.localtime(now).hour
+        )
+
 
 WINDOWS: dict[str, Window] = {
     "24h": Window("24h", "24 hours", 24, "hour"),
@@ -70,9 +78,11 @@ WINDOWS: dict[str, Window] = {
 DEFAULT_WINDOW = "24h"
 
 
-def bucket_key(moment: datetime, unit: Unit) -> str:
-    """The bucket a moment falls in, as text: the same for a bucket start here and SQL's Trunc."""
-    return timezone.localtime(moment).strftime("%Y-%m-%d %H" if unit == "hour" else "%Y-%m-%d")
+def bucket_of(field_name: str, starts: Sequence[datetime]) -> Case:
+    """The index of the bucket a row's ``field_name`` falls in (``starts`` oldest first; rows
+    before the first start get NULL): the latest start it is not before."""
+    whens = [When(**{f"{field_name}__gte": start}, then=Value(i)) for i, start in reversed(list(enumerate(starts)))]
+    return Case(*whens, default=None, output_field=IntegerField())
 
 
 def bucket_quantile(q: float, bounds: Sequence[float], cumulative: Sequence[int], total: int) -> float | None:
@@ -181,6 +191,32 @@ class Dashboard:
         return merged
 
 
+class SecondsBetween(Func):
+    """Seconds from one time field to another, worked out by the database itself.
+
+    ``config.metrics.between`` subtracts the fields as a duration, which SQLite does in a Python
+    function called for every row (and thirteen times a row in a histogram); this is plain SQL on
+    both databases, so the decision histogram costs what a count costs.
+    """
+
+    output_field = FloatField()
+    # PostgreSQL: the interval end - start, in seconds.
+    template = "EXTRACT(EPOCH FROM (%(expressions)s))"
+    arg_joiner = " - "
+
+    def __init__(self, start: str, end: str) -> None:
+        super().__init__(F(end), F(start))
+
+    def as_sqlite(self, compiler: Any, connection: Any, **extra: Any) -> Any:
+        return self.as_sql(
+            compiler,
+            connection,
+            template="((julianday(%(expressions)s)) * 86400.0)",
+            arg_joiner=") - julianday(",
+            **extra,
+        )
+
+
 def _outcome(status: str) -> str:
     return status if status in OUTCOMES else "in_progress"
 
@@ -192,10 +228,6 @@ def _ending(row: dict[str, Any]) -> list[tuple[str, int]]:
     return [(status, n)] if status in ENDINGS else []
 
 
-def _trunc(field_name: str, unit: Unit) -> Trunc:
-    return Trunc(field_name, unit, output_field=DateTimeField())
-
-
 def _scoped(queryset: QuerySet[Any], agent: Agent | None, path: str) -> QuerySet[Any]:
     return queryset.filter(**{path: agent.pk}) if agent is not None else queryset
 
@@ -205,8 +237,10 @@ def dashboard_for(*, window: Window, agent: Agent | None = None, now: datetime |
     seven grouped queries (six with ``agent``, whose row the caller has), whatever the data."""
     now = now or timezone.now()
     buckets = window.buckets(now=now)
-    since, unit = buckets[0], window.unit
-    index = {bucket_key(start, unit): position for position, start in enumerate(buckets)}
+    since, until = buckets[0], window.end(now=now)
+    # Bounded on both sides: SQLite's planner counts a two-sided range as selective and reads the
+    # window through the created_at index instead of walking a whole table by agent.
+    in_window = {"created_at__gte": since, "created_at__lt": until}
     agents = [agent] if agent is not None else list(Agent.objects.order_by("name", "slug"))
     summaries = {item.pk: AgentSummary(agent=item) for item in agents}
     result = Dashboard(
@@ -223,10 +257,10 @@ def dashboard_for(*, window: Window, agent: Agent | None = None, now: datetime |
     )
 
     def place(row: dict[str, Any], agent_key: str = "agent_id") -> tuple[int | None, AgentSummary | None]:
-        return index.get(bucket_key(row["bucket"], unit)), summaries.get(row[agent_key])
+        return row["bucket"], summaries.get(row[agent_key])
 
-    runs = _scoped(Run.objects.filter(created_at__gte=since), agent, "agent_id")
-    for row in _run_rows(runs, unit):
+    runs = _scoped(Run.objects.filter(**in_window), agent, "agent_id")
+    for row in _run_rows(runs, buckets):
         position, summary = place(row)
         outcome, cost = _outcome(row["status"]), row["cost"] or Decimal(0)
         if position is not None:
@@ -236,16 +270,16 @@ def dashboard_for(*, window: Window, agent: Agent | None = None, now: datetime |
             summary.runs[outcome] += row["n"]
             summary.cost += cost
 
-    steps = _scoped(Step.objects.filter(created_at__gte=since), agent, "run__agent_id")
-    for row in _step_rows(steps, unit):
+    steps = _scoped(Step.objects.filter(**in_window), agent, "run__agent_id")
+    for row in _step_rows(steps, buckets):
         position, summary = place(row, "run__agent_id")
         if position is not None:
             result.latency[position].add(row)
         if summary is not None:
             summary.latency.add(row)
 
-    requests = _scoped(ApprovalRequest.objects.filter(created_at__gte=since), agent, "agent_id")
-    for row in _approval_rows(requests.filter(kind=ApprovalKind.APPROVAL), unit):
+    requests = _scoped(ApprovalRequest.objects.filter(**in_window), agent, "agent_id")
+    for row in _approval_rows(requests.filter(kind=ApprovalKind.APPROVAL), buckets):
         position, summary = place(row)
         for ending, n in _ending(row):
             if position is not None:
@@ -265,30 +299,30 @@ def dashboard_for(*, window: Window, agent: Agent | None = None, now: datetime |
     return result
 
 
-def _run_rows(runs: QuerySet[Run], unit: Unit) -> QuerySet[Any]:
+def _run_rows(runs: QuerySet[Run], buckets: Sequence[datetime]) -> QuerySet[Any]:
     return (
         runs.order_by()
-        .annotate(bucket=_trunc("created_at", unit))
+        .annotate(bucket=bucket_of("created_at", buckets))
         .values("agent_id", "bucket", "status")
         .annotate(n=Count("pk"), cost=Sum("cost"))
     )
 
 
-def _step_rows(steps: QuerySet[Step], unit: Unit) -> QuerySet[Any]:
+def _step_rows(steps: QuerySet[Step], buckets: Sequence[datetime]) -> QuerySet[Any]:
     at_most = {f"le_{i}": Count("pk", filter=Q(latency_ms__lte=bound)) for i, bound in enumerate(STEP_BOUNDS_MS)}
     return (
         steps.order_by()
-        .annotate(bucket=_trunc("created_at", unit))
-        .values("run__agent_id", "bucket")
+        .annotate(bucket=bucket_of("created_at", buckets))
+        .values("bucket", "run__agent_id")
         .annotate(n=Count("pk"), **at_most)
     )
 
 
-def _approval_rows(requests: QuerySet[ApprovalRequest], unit: Unit) -> QuerySet[Any]:
+def _approval_rows(requests: QuerySet[ApprovalRequest], buckets: Sequence[datetime]) -> QuerySet[Any]:
     return (
         requests.order_by()
-        .annotate(bucket=_trunc("created_at", unit))
-        .values("agent_id", "bucket", "status")
+        .annotate(bucket=bucket_of("created_at", buckets))
+        .values("bucket", "agent_id", "status")
         .annotate(
             n=Count("pk"),
             edited=Count("pk", filter=Q(decided_arguments__isnull=False)),
@@ -300,14 +334,15 @@ def _approval_rows(requests: QuerySet[ApprovalRequest], unit: Unit) -> QuerySet[
 def _decision_histogram(requests: QuerySet[ApprovalRequest]) -> list[int]:
     """Requests a person decided, by time from request to decision: a count per bucket of
     ``DECISION_BUCKETS`` (not cumulative), and the last one for longer than its last bound."""
-    measure = between("created_at", "decided_at")
+    # julianday's doubles carry some microseconds of error: half a millisecond keeps a decision at
+    # exactly a bound in that bound's bucket, as the duration comparison of /metrics does.
     at_most = {
-        f"le_{i}": Count("pk", filter=Q(measured__lte=measure.bound(bound))) for i, bound in enumerate(DECISION_BUCKETS)
+        f"le_{i}": Count("pk", filter=Q(measured__lte=bound + 0.0005)) for i, bound in enumerate(DECISION_BUCKETS)
     }
     row = (
         requests.filter(decided_by__isnull=False, decided_at__isnull=False)
         .order_by()
-        .alias(measured=measure.expression)
+        .alias(measured=SecondsBetween("created_at", "decided_at"))
         .aggregate(n=Count("pk"), **at_most)
     )
     cumulative = [row[f"le_{i}"] for i in range(len(DECISION_BUCKETS))] + [row["n"]]

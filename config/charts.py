@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 
-WIDTH = 720
+WIDTH = 600
 HEIGHT = 260
 LEFT, RIGHT, TOP, BOTTOM = 64, 16, 34, 44
 LEGEND_ROW = 20
-MAX_X_LABELS = 12
+MAX_X_LABELS = 8
 EMPTY = "No data in this window."
 
 Formatter = Callable[[float], str]

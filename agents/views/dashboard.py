@@ -89,7 +89,9 @@ def dashboard_agent(request: HttpRequest, slug: str) -> HttpResponse:
         charts=charts(data, agent=agent),
         row=agent_row(summary),
         starters=starter_rows(data, agent=agent),
-        failures=agent_recent_failures(agent=agent, since=data.since),
+        failures=[
+            {"run": run, "cost": money(run.cost)} for run in agent_recent_failures(agent=agent, since=data.since)
+        ],
         pending=[
             {"approval": approval, "kind": KIND_LABELS.get(approval.kind, approval.kind)}
             for approval in agent_pending_approvals(agent=agent)

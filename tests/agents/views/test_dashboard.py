@@ -225,7 +225,7 @@ def test_the_agent_page_shows_only_that_agent(scenario, operator):
     support = client_for(operator).get("/dashboard/agents/support/")
     assert support.context["row"]["runs"] == 9
     assert "Billing agent" not in support.text
-    failures = support.context["failures"]
+    failures = [failure["run"] for failure in support.context["failures"]]
     assert len(failures) == 3 and {run.agent_id for run in failures} == {scenario.support.pk}
     assert f'href="/runs/{failures[0].pk}/"' in support.text
     assert 'href="/runs/?agent=support&amp;status=failed"' in support.text
