@@ -175,6 +175,8 @@ class Run(models.Model):
 
     class Meta:
         ordering = ["-id"]
+        # One agent's runs over a window: the dashboard's agent page and the runs list's agent filter.
+        indexes = [models.Index(fields=["agent", "created_at"], name="run_agent_created_idx")]
 
     def __str__(self) -> str:
         return f"run {self.pk} of {self.agent_id}"
@@ -235,6 +237,8 @@ class Step(models.Model):
     class Meta:
         ordering = ["run", "index"]
         constraints = [models.UniqueConstraint(fields=["run", "index"], name="step_unique_index")]
+        # The steps of a window (the dashboard's latency percentiles), without reading them all.
+        indexes = [models.Index(fields=["created_at"], name="step_created_idx")]
 
     def __str__(self) -> str:
         return f"step {self.index} ({self.kind}) of run {self.run_id}"

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from agents.views import console, reviewers, runs, trace
+from agents.views import console, dashboard, reviewers, runs, trace
 
 urlpatterns = [
     path("console/", console.console, name="console"),
@@ -14,6 +14,8 @@ urlpatterns = [
     path("console/rules/<int:rule_id>/", console.console_rule, name="console-rule"),
     path("console/rules/<int:rule_id>/delete/", console.console_rule_delete, name="console-rule-delete"),
     path("console/assignments/", console.console_assignment, name="console-assignment"),
+    path("dashboard/", dashboard.dashboard, name="dashboard"),
+    path("dashboard/agents/<slug:slug>/", dashboard.dashboard_agent, name="dashboard-agent"),
     path("runs/", runs.run_list, name="run-list"),
     path("runs/<int:run_id>/", trace.run_trace, name="run-trace"),
     path("runs/<int:run_id>/feedback/", trace.run_feedback, name="run-feedback"),

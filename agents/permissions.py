@@ -30,6 +30,11 @@ def is_operator(user: AnyUser) -> bool:
     return in_group(user, OPERATORS)
 
 
+def may_see_dashboard(user: AnyUser) -> bool:
+    """Operators and auditors: they see every agent, and the dashboard shows every agent's numbers."""
+    return is_operator(user) or in_group(user, AUDITORS)
+
+
 def agents_visible_to(*, user: AnyUser) -> QuerySet[Agent]:
     if is_operator(user) or in_group(user, AUDITORS):
         return Agent.objects.all()

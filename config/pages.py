@@ -17,7 +17,7 @@ from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 
 from agents.models import Step
-from agents.permissions import is_operator
+from agents.permissions import is_operator, may_see_dashboard
 from approvals.models import ApprovalKind
 
 KIND_LABELS: dict[str, str] = {
@@ -40,6 +40,7 @@ def render_page(
     request: HttpRequest, template: str, context: dict[str, Any], status: int | None = None
 ) -> HttpResponse:
     context.setdefault("nav_is_operator", is_operator(request.user))
+    context.setdefault("nav_dashboard", may_see_dashboard(request.user))
     return render(request, template, context, status=status)
 
 

@@ -1,0 +1,381 @@
+"""Reads of the dashboard: runs, cost, step latency and approvals over a window, all agents or one.
+
+Every number is aggregated in SQL (GROUP BY the hour or day of the window a row falls in,
+counts with a filter), so the number of queries and the rows they return depend on the window
+and the agents, never on how many runs there are. The hour or day is a CASE over the bucket
+starts, computed here in the current time zone, rather than ``Trunc``: on SQLite ``Trunc`` is a
+Python function called for every row (over a second for 100,000 runs), a CASE is plain SQL on
+both databases and gives the same buckets. Percentiles come from bucket counts, with the bounds and the
+interpolation of Prometheus' ``histogram_quantile`` over the same buckets /metrics exports
+(``config.metrics``), so the dashboard and a Grafana panel on the scrape agree.
+
+Operators and auditors see every agent (``agents.permissions.agents_visible_to``), and the
+dashboard is theirs only (``may_see_dashboard``): the reads take no user.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any, Literal
+
+from django.db.models import Case, Count, F, FloatField, Func, IntegerField, Min, Q, QuerySet, Sum, Value, When
+from django.utils import timezone
+
+from agents.models import Agent, Run, RunStatus, Step
+from approvals.models import ApprovalKind, ApprovalRequest, ApprovalStatus
+from config.metrics import DECISION_BUCKETS, STEP_BUCKETS
+
+Unit = Literal["hour", "day"]
+# The outcomes of a run as the charts stack them; queued, running and waiting are "in progress".
+OUTCOMES: tuple[str, ...] = (
+    RunStatus.SUCCEEDED,
+    RunStatus.FAILED,
+    RunStatus.REJECTED,
+    RunStatus.CANCELLED,
+    "in_progress",
+)
+# How an approval request (kind "approval") ended: approved unchanged, edited, rejected, expired
+# or cancelled with its run (as countersign_approvals' outcome label says).
+ENDINGS: tuple[str, ...] = ("approved", "edited", "rejected", "expired", "cancelled")
+STEP_BOUNDS_MS: tuple[int, ...] = tuple(round(bound * 1000) for bound in STEP_BUCKETS)
+TOP_STARTERS = 10
+RECENT = 10
+
+
+@dataclass(frozen=True)
+class Window:
+    key: str
+    label: str
+    count: int
+    unit: Unit
+
+    def buckets(self, *, now: datetime) -> list[datetime]:
+        """The starts of the window's hours or days, oldest first; the last one holds ``now``."""
+        local = timezone.localtime(now)
+        if self.unit == "hour":
+            # Counted back in UTC: an hour is an hour across a change of the clocks.
+            last = local.replace(minute=0, second=0, microsecond=0).astimezone(UTC)
+            return [timezone.localtime(last - timedelta(hours=back)) for back in range(self.count - 1, -1, -1)]
+        today = local.date()
+        days = [today - timedelta(days=back) for back in range(self.count - 1, -1, -1)]
+        return [timezone.make_aware(datetime.combine(day, datetime.min.time())) for day in days]
+
+    def end(self, *, now: datetime) -> datetime:
+        """The end of the bucket that holds ``now``: the window's rows are before it."""
+        return timezone.localtime(now).replace(minute=0, second=0, microsecond=0) + timedelta(
+            hours=1 if self.unit == "hour" else 24 - timezone.localtime(now).hour
+        )
+
+
+WINDOWS: dict[str, Window] = {
+    "24h": Window("24h", "24 hours", 24, "hour"),
+    "7d": Window("7d", "7 days", 7, "day"),
+    "30d": Window("30d", "30 days", 30, "day"),
+}
+DEFAULT_WINDOW = "24h"
+
+
+def bucket_of(field_name: str, starts: Sequence[datetime]) -> Case:
+    """The index of the bucket a row's ``field_name`` falls in (``starts`` oldest first; rows
+    before the first start get NULL): the latest start it is not before."""
+    whens = [When(**{f"{field_name}__gte": start}, then=Value(i)) for i, start in reversed(list(enumerate(starts)))]
+    return Case(*whens, default=None, output_field=IntegerField())
+
+
+def bucket_quantile(q: float, bounds: Sequence[float], cumulative: Sequence[int], total: int) -> float | None:
+    """Prometheus' ``histogram_quantile``: the bucket that holds rank ``q * total``, interpolated
+    linearly inside it; past the last bound, the last bound. ``None`` with no observations."""
+    if total <= 0:
+        return None
+    rank = q * total
+    lower, below = 0.0, 0
+    for bound, count in zip(bounds, cumulative, strict=True):
+        if count >= rank:
+            inside = count - below
+            return float(bound) if inside == 0 else lower + (bound - lower) * (rank - below) / inside
+        lower, below = float(bound), count
+    return float(bounds[-1])
+
+
+def rate(part: int, whole: int) -> float | None:
+    return 100 * part / whole if whole else None
+
+
+@dataclass
+class Latency:
+    """Cumulative counts at or under each of ``STEP_BOUNDS_MS``, and the total."""
+
+    total: int = 0
+    cumulative: list[int] = field(default_factory=lambda: [0] * len(STEP_BOUNDS_MS))
+
+    def add(self, row: dict[str, Any]) -> None:
+        self.total += row["n"]
+        self.cumulative = [have + row[f"le_{i}"] for i, have in enumerate(self.cumulative)]
+
+    def quantile(self, q: float) -> float | None:
+        return bucket_quantile(q, STEP_BOUNDS_MS, self.cumulative, self.total)
+
+
+@dataclass
+class AgentSummary:
+    agent: Agent
+    runs: dict[str, int] = field(default_factory=lambda: dict.fromkeys(OUTCOMES, 0))
+    cost: Decimal = Decimal(0)
+    endings: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ENDINGS, 0))
+    escalated: int = 0
+    pending: int = 0
+    oldest_pending: datetime | None = None
+    latency: Latency = field(default_factory=Latency)
+
+    @property
+    def total_runs(self) -> int:
+        return sum(self.runs.values())
+
+    @property
+    def ended(self) -> int:
+        return sum(self.endings.values())
+
+    def ending_rate(self, ending: str) -> float | None:
+        return rate(self.endings[ending], self.ended)
+
+    @property
+    def cost_per_run(self) -> Decimal | None:
+        return self.cost / self.total_runs if self.total_runs else None
+
+
+@dataclass
+class Starter:
+    username: str
+    runs: int
+    cost: Decimal
+
+    @property
+    def cost_per_run(self) -> Decimal:
+        return self.cost / self.runs if self.runs else Decimal(0)
+
+
+@dataclass
+class Dashboard:
+    window: Window
+    buckets: list[datetime]
+    since: datetime
+    agents: list[AgentSummary]
+    runs: dict[str, list[int]]
+    cost: list[Decimal]
+    latency: list[Latency]
+    endings: dict[str, list[int]]
+    decision_times: list[int]
+    starters: list[Starter]
+
+    @property
+    def total_runs(self) -> int:
+        return sum(sum(counts) for counts in self.runs.values())
+
+    @property
+    def total_cost(self) -> Decimal:
+        return sum(self.cost, Decimal(0))
+
+    @property
+    def pending(self) -> int:
+        return sum(summary.pending for summary in self.agents)
+
+    @property
+    def latency_all(self) -> Latency:
+        merged = Latency()
+        for bucket in self.latency:
+            merged.total += bucket.total
+            merged.cumulative = [a + b for a, b in zip(merged.cumulative, bucket.cumulative, strict=True)]
+        return merged
+
+
+class SecondsBetween(Func):
+    """Seconds from one time field to another, worked out by the database itself.
+
+    ``config.metrics.between`` subtracts the fields as a duration, which SQLite does in a Python
+    function called for every row (and thirteen times a row in a histogram); this is plain SQL on
+    both databases, so the decision histogram costs what a count costs.
+    """
+
+    output_field = FloatField()
+    # PostgreSQL: the interval end - start, in seconds.
+    template = "EXTRACT(EPOCH FROM (%(expressions)s))"
+    arg_joiner = " - "
+
+    def __init__(self, start: str, end: str) -> None:
+        super().__init__(F(end), F(start))
+
+    def as_sqlite(self, compiler: Any, connection: Any, **extra: Any) -> Any:
+        return self.as_sql(
+            compiler,
+            connection,
+            template="((julianday(%(expressions)s)) * 86400.0)",
+            arg_joiner=") - julianday(",
+            **extra,
+        )
+
+
+def _outcome(status: str) -> str:
+    return status if status in OUTCOMES else "in_progress"
+
+
+def _ending(row: dict[str, Any]) -> list[tuple[str, int]]:
+    status, n, edited = row["status"], row["n"], row["edited"]
+    if status == ApprovalStatus.APPROVED:
+        return [("approved", n - edited), ("edited", edited)]
+    return [(status, n)] if status in ENDINGS else []
+
+
+def _scoped(queryset: QuerySet[Any], agent: Agent | None, path: str) -> QuerySet[Any]:
+    return queryset.filter(**{path: agent.pk}) if agent is not None else queryset
+
+
+def dashboard_for(*, window: Window, agent: Agent | None = None, now: datetime | None = None) -> Dashboard:
+    """Everything the dashboard shows for ``window``, of every agent or only of ``agent``:
+    seven grouped queries (six with ``agent``, whose row the caller has), whatever the data."""
+    now = now or timezone.now()
+    buckets = window.buckets(now=now)
+    since, until = buckets[0], window.end(now=now)
+    # Bounded on both sides: SQLite's planner counts a two-sided range as selective and reads the
+    # window through the created_at index instead of walking a whole table by agent.
+    in_window = {"created_at__gte": since, "created_at__lt": until}
+    agents = [agent] if agent is not None else list(Agent.objects.order_by("name", "slug"))
+    summaries = {item.pk: AgentSummary(agent=item) for item in agents}
+    result = Dashboard(
+        window=window,
+        buckets=buckets,
+        since=since,
+        agents=list(summaries.values()),
+        runs={outcome: [0] * len(buckets) for outcome in OUTCOMES},
+        cost=[Decimal(0)] * len(buckets),
+        latency=[Latency() for _ in buckets],
+        endings={ending: [0] * len(buckets) for ending in ENDINGS},
+        decision_times=[],
+        starters=[],
+    )
+
+    def place(row: dict[str, Any], agent_key: str = "agent_id") -> tuple[int | None, AgentSummary | None]:
+        return row["bucket"], summaries.get(row[agent_key])
+
+    runs = _scoped(Run.objects.filter(**in_window), agent, "agent_id")
+    for row in _run_rows(runs, buckets):
+        position, summary = place(row)
+        outcome, cost = _outcome(row["status"]), row["cost"] or Decimal(0)
+        if position is not None:
+            result.runs[outcome][position] += row["n"]
+            result.cost[position] += cost
+        if summary is not None:
+            summary.runs[outcome] += row["n"]
+            summary.cost += cost
+
+    steps = _scoped(Step.objects.filter(**in_window), agent, "run__agent_id")
+    for row in _step_rows(steps, buckets):
+        position, summary = place(row, "run__agent_id")
+        if position is not None:
+            result.latency[position].add(row)
+        if summary is not None:
+            summary.latency.add(row)
+
+    requests = _scoped(ApprovalRequest.objects.filter(**in_window), agent, "agent_id")
+    for row in _approval_rows(requests.filter(kind=ApprovalKind.APPROVAL), buckets):
+        position, summary = place(row)
+        for ending, n in _ending(row):
+            if position is not None:
+                result.endings[ending][position] += n
+            if summary is not None:
+                summary.endings[ending] += n
+        if summary is not None:
+            summary.escalated += row["escalated"]
+
+    pending = _scoped(ApprovalRequest.objects.filter(status=ApprovalStatus.PENDING), agent, "agent_id")
+    for row in pending.order_by().values("agent_id").annotate(n=Count("pk"), oldest=Min("created_at")):
+        if (summary := summaries.get(row["agent_id"])) is not None:
+            summary.pending, summary.oldest_pending = row["n"], row["oldest"]
+
+    result.decision_times = _decision_histogram(requests)
+    result.starters = _starters(runs)
+    return result
+
+
+def _run_rows(runs: QuerySet[Run], buckets: Sequence[datetime]) -> QuerySet[Any]:
+    return (
+        runs.order_by()
+        .annotate(bucket=bucket_of("created_at", buckets))
+        .values("agent_id", "bucket", "status")
+        .annotate(n=Count("pk"), cost=Sum("cost"))
+    )
+
+
+def _step_rows(steps: QuerySet[Step], buckets: Sequence[datetime]) -> QuerySet[Any]:
+    at_most = {f"le_{i}": Count("pk", filter=Q(latency_ms__lte=bound)) for i, bound in enumerate(STEP_BOUNDS_MS)}
+    return (
+        steps.order_by()
+        .annotate(bucket=bucket_of("created_at", buckets))
+        .values("bucket", "run__agent_id")
+        .annotate(n=Count("pk"), **at_most)
+    )
+
+
+def _approval_rows(requests: QuerySet[ApprovalRequest], buckets: Sequence[datetime]) -> QuerySet[Any]:
+    return (
+        requests.order_by()
+        .annotate(bucket=bucket_of("created_at", buckets))
+        .values("bucket", "agent_id", "status")
+        .annotate(
+            n=Count("pk"),
+            edited=Count("pk", filter=Q(decided_arguments__isnull=False)),
+            escalated=Count("pk", filter=Q(escalated_at__isnull=False)),
+        )
+    )
+
+
+def _decision_histogram(requests: QuerySet[ApprovalRequest]) -> list[int]:
+    """Requests a person decided, by time from request to decision: a count per bucket of
+    ``DECISION_BUCKETS`` (not cumulative), and the last one for longer than its last bound."""
+    # julianday's doubles carry some microseconds of error: half a millisecond keeps a decision at
+    # exactly a bound in that bound's bucket, as the duration comparison of /metrics does.
+    at_most = {
+        f"le_{i}": Count("pk", filter=Q(measured__lte=bound + 0.0005)) for i, bound in enumerate(DECISION_BUCKETS)
+    }
+    row = (
+        requests.filter(decided_by__isnull=False, decided_at__isnull=False)
+        .order_by()
+        .alias(measured=SecondsBetween("created_at", "decided_at"))
+        .aggregate(n=Count("pk"), **at_most)
+    )
+    cumulative = [row[f"le_{i}"] for i in range(len(DECISION_BUCKETS))] + [row["n"]]
+    return [count - (cumulative[i - 1] if i else 0) for i, count in enumerate(cumulative)]
+
+
+def _starters(runs: QuerySet[Run]) -> list[Starter]:
+    rows = (
+        runs.order_by()
+        .values("started_by__username")
+        .annotate(n=Count("pk"), cost=Sum("cost"))
+        .order_by("-cost", "-n", "started_by__username")[:TOP_STARTERS]
+    )
+    return [
+        Starter(username=row["started_by__username"] or "", runs=row["n"], cost=row["cost"] or Decimal(0))
+        for row in rows
+    ]
+
+
+def agent_recent_failures(*, agent: Agent, since: datetime) -> list[Run]:
+    """The agent's latest failed runs in the window, with their starter (one query)."""
+    return list(
+        Run.objects.filter(agent=agent, status=RunStatus.FAILED, created_at__gte=since)
+        .select_related("started_by")
+        .only("pk", "agent_id", "status", "error", "cost", "created_at", "finished_at", "started_by__username")
+        .order_by("-created_at", "-id")[:RECENT]
+    )
+
+
+def agent_pending_approvals(*, agent: Agent) -> list[ApprovalRequest]:
+    """The agent's oldest pending approval requests: the ones waiting longest first."""
+    return list(
+        ApprovalRequest.objects.filter(agent=agent, status=ApprovalStatus.PENDING)
+        .only("pk", "run_id", "agent_id", "kind", "tool", "risk_class", "created_at", "escalated_at", "deadline")
+        .order_by("created_at", "id")[:RECENT]
+    )

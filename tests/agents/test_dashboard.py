@@ -1,0 +1,75 @@
+"""The dashboard's reads: windows and their buckets, percentiles from bucket counts."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.utils import timezone
+
+from agents.dashboard import WINDOWS, Latency, bucket_quantile, dashboard_for
+from agents.models import Agent
+from tests.dashboard_seed import seed_runs
+
+BOUNDS = (5, 10, 50, 100)
+
+
+@pytest.mark.parametrize(
+    ("q", "cumulative", "total", "expected"),
+    [
+        (0.5, [2, 2, 6, 6], 6, 10 + 40 * 1 / 4),  # rank 3 lies in (10, 50], the 1st of its 4
+        (0.5, [4, 4, 4, 4], 4, 2.5),  # the first bucket starts at 0
+        (0.95, [0, 0, 0, 10], 20, 100),  # past the last bound: the last bound
+        (1.0, [1, 3, 3, 3], 3, 10),
+    ],
+)
+def test_bucket_quantile_is_histogram_quantile(q, cumulative, total, expected):
+    assert bucket_quantile(q, BOUNDS, cumulative, total) == pytest.approx(expected)
+
+
+def test_bucket_quantile_of_no_observations_is_none():
+    assert bucket_quantile(0.5, BOUNDS, [0, 0, 0, 0], 0) is None
+    assert Latency().quantile(0.95) is None
+
+
+def test_windows_cover_whole_hours_and_days():
+    now = datetime(2026, 3, 29, 14, 25, tzinfo=UTC)
+    hours = WINDOWS["24h"].buckets(now=now)
+    assert len(hours) == 24
+    assert hours[-1] == datetime(2026, 3, 29, 14, tzinfo=UTC) and hours[0] == datetime(2026, 3, 28, 15, tzinfo=UTC)
+    assert all(b - a == timedelta(hours=1) for a, b in zip(hours, hours[1:], strict=False))
+    days = WINDOWS["30d"].buckets(now=now)
+    assert len(days) == 30 and days[-1] == datetime(2026, 3, 29, tzinfo=UTC)
+    assert WINDOWS["7d"].buckets(now=now)[0] == datetime(2026, 3, 23, tzinfo=UTC)
+
+
+def test_hours_in_another_time_zone_across_a_change_of_the_clocks(settings):
+    settings.TIME_ZONE = "Europe/Berlin"
+    with timezone.override("Europe/Berlin"):
+        # 29 March 2026: the clocks go from 02:00 to 03:00 in Berlin.
+        hours = WINDOWS["24h"].buckets(now=datetime(2026, 3, 29, 12, 30, tzinfo=UTC))
+        utc = [hour.astimezone(UTC) for hour in hours]
+        assert len(set(utc)) == 24
+        # An hour apart in real time (Python subtracts times of one zone on the wall clock).
+        assert all(b - a == timedelta(hours=1) for a, b in zip(utc, utc[1:], strict=False))
+        assert [timezone.localtime(hour).hour for hour in hours[:4]] == [14, 15, 16, 17]  # 13:00 UTC the day before
+        days = WINDOWS["7d"].buckets(now=datetime(2026, 3, 29, 12, 30, tzinfo=UTC))
+        assert [timezone.localtime(d).hour for d in days] == [0] * 7
+
+
+@pytest.mark.django_db
+def test_rows_land_in_their_bucket_and_older_rows_stay_out(operator):
+    agent = Agent.objects.create(slug="a", name="A", objective="x", scope="x")
+    now = timezone.now()
+    window = WINDOWS["24h"]
+    first = window.buckets(now=now)[0]
+    seed_runs(agent, user=operator, at=first, status="succeeded", cost="0.5", latencies=[7])
+    seed_runs(agent, user=operator, at=first - timedelta(microseconds=1), status="failed")
+    seed_runs(agent, user=operator, at=now, status="failed", count=2)
+    data = dashboard_for(window=window, now=now)
+    assert data.runs["succeeded"][0] == 1 and sum(data.runs["succeeded"]) == 1
+    assert data.runs["failed"][-1] == 2 and sum(data.runs["failed"]) == 2
+    assert data.cost[0] == pytest.approx(0.5)
+    assert data.latency[0].total == 1 and data.latency[0].cumulative[1] == 1  # 7 ms: at or under 10 ms
+    (summary,) = data.agents
+    assert summary.total_runs == 3
