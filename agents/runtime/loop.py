@@ -31,6 +31,7 @@ from audit.services import audit_record, audited_atomic
 logger = logging.getLogger(__name__)
 
 MAX_INVALID_PROPOSALS = 3
+OPEN_CALL_STATUSES = [ToolCallStatus.APPROVED, ToolCallStatus.EXECUTING, ToolCallStatus.AWAITING]
 AGENT_LIMITS = ["enabled", "autonomy_level", "tool_levels", "max_steps", "max_cost", "max_wall_seconds", "on_reject"]
 
 
@@ -74,6 +75,7 @@ def _loop(run: Run, lease: Lease, started: float, keeper: LeaseKeeper) -> None:
     reasoner = reasoner_for(agent)
     invalid = 0
     progressed = False
+    reasoning_steps: int | None = None
     starter = run.started_by
     while True:
         run.refresh_from_db()
@@ -82,12 +84,19 @@ def _loop(run: Run, lease: Lease, started: float, keeper: LeaseKeeper) -> None:
         if run.status != RunStatus.RUNNING or run.lease_owner != lease.token:
             return  # cancelled, paused or taken over by another worker
         agent.refresh_from_db(fields=AGENT_LIMITS)
-        pending = (
-            run.tool_calls.filter(status__in=[ToolCallStatus.APPROVED, ToolCallStatus.EXECUTING])
-            .order_by("step")
-            .first()
+        # The calls not ended yet, in one query: the next to run, and whether one waits for a person.
+        open_calls = list(run.tool_calls.filter(status__in=OPEN_CALL_STATUSES).order_by("step"))
+        pending = next((call for call in open_calls if call.status != ToolCallStatus.AWAITING), None)
+        awaiting = any(call.status == ToolCallStatus.AWAITING for call in open_calls)
+        if reasoning_steps is None:
+            # Counted once a task; only the lease holder adds reasoning steps, and this loop counts them.
+            reasoning_steps = run.steps.filter(kind=Step.Kind.REASONING).count()
+        stop = _stop_reason(
+            run,
+            agent,
+            active_ms=run.active_ms + int((time.monotonic() - started) * 1000),
+            reasoning_steps=reasoning_steps,
         )
-        stop = _stop_reason(run, agent, active_ms=run.active_ms + int((time.monotonic() - started) * 1000))
         # A cancel or the kill switch stops everything; a budget stops new reasoning, not a call
         # (or final answer) a person already approved: that one runs, then the budget applies.
         if stop and not (pending is not None and stop[0] == RunStatus.FAILED):
@@ -97,9 +106,11 @@ def _loop(run: Run, lease: Lease, started: float, keeper: LeaseKeeper) -> None:
                 if locked.lease_owner == lease.token:
                     run_finish(locked, status, error=message)
             return
-        if wait_for_the_rest(run, lease=lease):
+        if awaiting and wait_for_the_rest(run, lease=lease):
             return  # a call proposed with the decided ones still waits for a person
-        if keeper.lost or not lease.renew():
+        # The keeper renews the lease in the background; the refresh above saw this worker hold
+        # it, and every write checks again under the run's lock (hold).
+        if keeper.lost:
             return  # another worker took the run over (our lease expired)
         if progressed and time.monotonic() - started > settings.RUN_SLICE_SECONDS:
             requeue(run, lease)  # a step boundary: let a fresh task go on, far from the time limit
@@ -115,6 +126,7 @@ def _loop(run: Run, lease: Lease, started: float, keeper: LeaseKeeper) -> None:
 
         redactor = Redactor(run.redactions)
         view = run_view(run, redactor)
+        reasoning_steps += 1  # recorded below, whatever the reasoner answers
         try:
             action = reasoner.next_action(view)
         except ReasonerError as exc:
@@ -148,12 +160,11 @@ def _loop(run: Run, lease: Lease, started: float, keeper: LeaseKeeper) -> None:
             return  # the task ends: no worker waits for a person
 
 
-def _stop_reason(run: Run, agent: Agent, *, active_ms: int) -> tuple[RunStatus, str] | None:
+def _stop_reason(run: Run, agent: Agent, *, active_ms: int, reasoning_steps: int) -> tuple[RunStatus, str] | None:
     if run.cancel_requested:
         return RunStatus.CANCELLED, "Cancelled at the next step boundary."
     if not agent.enabled:
         return RunStatus.CANCELLED, "Agent disabled (kill switch)."
-    reasoning_steps = run.steps.filter(kind=Step.Kind.REASONING).count()
     if reasoning_steps >= agent.max_steps:
         return RunStatus.FAILED, f"Step budget exhausted ({agent.max_steps} steps)."
     if run.cost >= agent.max_cost:

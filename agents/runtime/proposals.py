@@ -209,8 +209,6 @@ def wait_for_the_rest(run: Run, *, lease: Lease) -> bool:
     A decision committed while this worker held the lease found the run running and its
     doorbell was ignored; it is looked for again after the run waits, and rung here."""
     awaiting = ToolCall.objects.filter(run_id=run.pk, status=ToolCallStatus.AWAITING)
-    if not awaiting.exists():
-        return False  # the usual case, one cheap query per step
     with audited_atomic():
         hold(run, lease)
         waiting = list(awaiting.values_list("tool", flat=True))

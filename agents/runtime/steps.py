@@ -5,7 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from django.db.models import F
+from django.db import connection
 
 from agents import tracing
 from agents.models import GuardrailHitRecord, Run, Step
@@ -36,9 +36,8 @@ def record_step(
     # Rounded as the column stores it, so that a run's cost is the sum of its steps' costs.
     cost = Decimal(cost).quantize(COST_QUANTUM)
     # The UPDATE holds the run's row lock until the caller's transaction ends, so two writers
-    # never take the same index.
-    Run.objects.filter(pk=run.pk).update(step_count=F("step_count") + 1, cost=F("cost") + cost)
-    run.refresh_from_db(fields=["step_count", "cost"])
+    # never take the same index; RETURNING (PostgreSQL, SQLite 3.35+) reads the new values back.
+    run.step_count, run.cost = _count_step(run.pk, cost)
     return Step.objects.create(
         run=run,
         index=run.step_count,
@@ -54,6 +53,19 @@ def record_step(
         completion_tokens=completion_tokens,
         cost=cost,
     )
+
+
+def _count_step(run_id: int, cost: Decimal) -> tuple[int, Decimal]:
+    table = connection.ops.quote_name(Run._meta.db_table)
+    cost_field = Run._meta.get_field("cost")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} SET step_count = step_count + 1, cost = cost + %s WHERE id = %s "  # noqa: S608 - the model's own table
+            "RETURNING step_count, cost",
+            [connection.ops.adapt_decimalfield_value(cost, cost_field.max_digits, cost_field.decimal_places), run_id],
+        )
+        step_count, total = cursor.fetchone()
+    return int(step_count), Decimal(str(total)).quantize(COST_QUANTUM)
 
 
 def guardrail_hits_record(
