@@ -81,7 +81,9 @@ def _env_problems(env: Any) -> list[str]:
     problems = []
     for name, value in env.items():
         setting = value.get("setting") if isinstance(value, dict) else None
-        if isinstance(value, str) or (isinstance(setting, str) and RegexValidator(SETTING_PATTERN).regex.match(setting)):
+        if isinstance(value, str) or (
+            isinstance(setting, str) and RegexValidator(SETTING_PATTERN).regex.match(setting)
+        ):
             continue
         problems.append(f"{name}: a string, or {{'setting': 'SETTING_NAME'}}.")
     return problems

@@ -33,7 +33,9 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 PING_SECONDS = 5.0
-# Beyond the server's own timeout, for starting its process and closing a hung one.
+# Starting a server process (an interpreter and its imports) is not a tool call: it has its own limit.
+START_SECONDS = 30.0
+# Beyond the server's own timeout, for closing a hung one.
 MARGIN_SECONDS = 10.0
 
 
@@ -60,6 +62,11 @@ class ServerSpec:
     timeout_seconds: float = 30.0
 
 
+def call_limit(spec: ServerSpec) -> float:
+    """The longest one call may take in all: starting the server, the call, closing a hung one."""
+    return START_SECONDS + spec.timeout_seconds + MARGIN_SECONDS
+
+
 class Connection:
     """One open session, owned by one task from entering its transport to closing it."""
 
@@ -73,7 +80,7 @@ class Connection:
         ready: asyncio.Future[ClientSession] = asyncio.get_running_loop().create_future()
         self._task = asyncio.create_task(self._own(ready), name=f"mcp-{self.spec.slug}")
         try:
-            async with asyncio.timeout(self.spec.timeout_seconds):
+            async with asyncio.timeout(max(START_SECONDS, self.spec.timeout_seconds)):
                 self.session = await asyncio.shield(ready)
         except BaseException:
             await self.close()
@@ -129,6 +136,8 @@ class Pool:
         try:
             return future.result(timeout=seconds)
         except FutureTimeout:
+            if future.done():
+                raise  # the coroutine's own timeout (the same class since Python 3.11)
             future.cancel()
             raise TimeoutError(f"no answer within {seconds:.1f} s") from None
 
@@ -195,7 +204,7 @@ def list_tools(spec: ServerSpec) -> list[types.Tool]:
                 if not cursor:
                     return tools
 
-    return pool().run(listing, seconds=spec.timeout_seconds * 2 + MARGIN_SECONDS)
+    return pool().run(listing, seconds=call_limit(spec))
 
 
 def call_tool(spec: ServerSpec, name: str, arguments: dict[str, Any]) -> types.CallToolResult:
@@ -220,7 +229,7 @@ def call_tool(spec: ServerSpec, name: str, arguments: dict[str, Any]) -> types.C
         except RuntimeError as exc:  # the SDK's own check of the result against the listed schema
             raise McpAnswered(f"{spec.slug}.{name}: {exc}") from exc
 
-    return current.run(calling, seconds=spec.timeout_seconds * 2 + MARGIN_SECONDS)
+    return current.run(calling, seconds=call_limit(spec))
 
 
 def close_all(**_: object) -> None:

@@ -137,7 +137,8 @@ def registry_tool(row: McpTool) -> McpRegistryTool:
         risk=risk,
         reversible=risk in (Risk.READ, Risk.WRITE_REVERSIBLE),
         func=_unused,
-        timeout_seconds=row.server.timeout_seconds + pool.MARGIN_SECONDS,
+        # The pool's own limits decide; the ledger's thread timeout is the backstop.
+        timeout_seconds=pool.START_SECONDS + row.server.timeout_seconds + 2 * pool.MARGIN_SECONDS,
         idempotent=False,
         server=row.server,
         remote_name=row.name,

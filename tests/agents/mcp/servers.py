@@ -79,8 +79,7 @@ class HttpServer:
         self.process.wait(timeout=10)
 
 
-def server_processes(name: str) -> list[int]:
-    """Child processes of this one whose command line holds ``name`` (the stdio servers we started)."""
+def _processes(name: str) -> list[tuple[int, int]]:
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -90,9 +89,30 @@ def server_processes(name: str) -> list[int]:
             cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
         except OSError:
             continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        if ppid == os.getpid() and name in cmdline:
-            found.append(int(entry.name))
+        if name in cmdline:
+            found.append((int(entry.name), int(stat.rsplit(")", 1)[1].split()[1])))
+    return found
+
+
+def server_processes(name: str) -> list[int]:
+    """Child processes of this one whose command line holds ``name`` (the stdio servers we started)."""
+    return [pid for pid, ppid in _processes(name) if ppid == os.getpid()]
+
+
+def all_processes(name: str) -> list[int]:
+    return [pid for pid, _ in _processes(name)]
+
+
+def descendants(root: int, name: str) -> list[int]:
+    """Processes under ``root`` (a worker and its pool) whose command line holds ``name``."""
+    parents = dict(_processes(""))
+    found = []
+    for pid, _ in _processes(name):
+        parent = parents.get(pid)
+        while parent and parent != root:
+            parent = parents.get(parent)
+        if parent == root:
+            found.append(pid)
     return found
 
 

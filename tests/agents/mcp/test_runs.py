@@ -25,7 +25,13 @@ INSERT = "INSERT INTO notes (body) VALUES ('{}')"
 
 def agent_with(tools, steps, *, level=2, slug="mcp-agent"):
     return Agent.objects.create(
-        slug=slug, name=slug, objective="t", scope="t", tools=list(tools), autonomy_level=level, playbook={"steps": steps}
+        slug=slug,
+        name=slug,
+        objective="t",
+        scope="t",
+        tools=list(tools),
+        autonomy_level=level,
+        playbook={"steps": steps},
     )
 
 
