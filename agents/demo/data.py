@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from agents.definitions import agent_upsert
-from agents.mcp.services import mcp_server_load
 from agents.demo.models import KnowledgeArticle, Ticket
+from agents.mcp.services import mcp_server_load
 from approvals.models import BusinessRule
 from audit.services import audit_record, audited_atomic
 

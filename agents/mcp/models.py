@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from django.core.exceptions import ValidationError
@@ -13,6 +14,7 @@ from agents.tools import Risk
 # The slug is the tools' namespace (``server.tool``): no dot, so a name splits in one way.
 SLUG_PATTERN = r"^[a-z][a-z0-9_-]{0,49}$"
 SETTING_PATTERN = r"^[A-Z][A-Z0-9_]{0,99}$"
+SETTING_NAME = re.compile(SETTING_PATTERN)
 
 
 class McpServer(models.Model):
@@ -67,7 +69,7 @@ class McpServer(models.Model):
         if env_problems:
             errors["env"] = env_problems
         if not isinstance(self.headers, dict) or not all(
-            isinstance(name, str) and isinstance(setting, str) and RegexValidator(SETTING_PATTERN).regex.match(setting)
+            isinstance(name, str) and isinstance(setting, str) and SETTING_NAME.match(setting)
             for name, setting in self.headers.items()
         ):
             errors["headers"] = ['{"Header-Name": "SETTING_NAME"}: the name of a setting, never the value.']
@@ -81,9 +83,7 @@ def _env_problems(env: Any) -> list[str]:
     problems = []
     for name, value in env.items():
         setting = value.get("setting") if isinstance(value, dict) else None
-        if isinstance(value, str) or (
-            isinstance(setting, str) and RegexValidator(SETTING_PATTERN).regex.match(setting)
-        ):
+        if isinstance(value, str) or (isinstance(setting, str) and SETTING_NAME.match(setting)):
             continue
         problems.append(f"{name}: a string, or {{'setting': 'SETTING_NAME'}}.")
     return problems

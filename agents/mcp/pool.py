@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 import anyio
 import httpx2
@@ -31,7 +31,6 @@ from mcp.shared.exceptions import MCPError
 
 logger = logging.getLogger(__name__)
 
-T = TypeVar("T")
 PING_SECONDS = 5.0
 # Starting a server process (an interpreter and its imports) is not a tool call: it has its own limit.
 START_SECONDS = 30.0
@@ -131,7 +130,7 @@ class Pool:
         self.starts: dict[str, int] = {}  # sessions opened per server, for the operator and the tests
         threading.Thread(target=self.loop.run_forever, name="mcp-pool", daemon=True).start()
 
-    def run(self, make: Callable[[], Awaitable[T]], *, seconds: float) -> T:
+    def run[T](self, make: Callable[[], Awaitable[T]], *, seconds: float) -> T:
         future = asyncio.run_coroutine_threadsafe(_awaited(make), self.loop)
         try:
             return future.result(timeout=seconds)
@@ -173,7 +172,7 @@ class Pool:
             await self.discard(slug)
 
 
-async def _awaited(make: Callable[[], Awaitable[T]]) -> T:
+async def _awaited[T](make: Callable[[], Awaitable[T]]) -> T:
     return await make()
 
 
@@ -191,20 +190,27 @@ def pool() -> Pool:
 
 
 def list_tools(spec: ServerSpec) -> list[types.Tool]:
+    """Every tool the server lists, page by page. The session is closed afterwards: listing is an
+    operator's action (in the web process or a command), calls are the workers'."""
+    current = pool()
+
     async def listing() -> list[types.Tool]:
-        session = await pool().session(spec)
+        session = await current.session(spec)
         tools: list[types.Tool] = []
         cursor: str | None = None
-        with anyio.fail_after(spec.timeout_seconds):
-            while True:
-                params = types.PaginatedRequestParams(cursor=cursor) if cursor else None
-                result = await session.list_tools(params=params)
-                tools.extend(result.tools)
-                cursor = result.next_cursor
-                if not cursor:
-                    return tools
+        try:
+            with anyio.fail_after(spec.timeout_seconds):
+                while True:
+                    params = types.PaginatedRequestParams(cursor=cursor) if cursor else None
+                    result = await session.list_tools(params=params)
+                    tools.extend(result.tools)
+                    cursor = result.next_cursor
+                    if not cursor:
+                        return tools
+        finally:
+            await current.discard(spec.slug)
 
-    return pool().run(listing, seconds=call_limit(spec))
+    return current.run(listing, seconds=call_limit(spec))
 
 
 def call_tool(spec: ServerSpec, name: str, arguments: dict[str, Any]) -> types.CallToolResult:

@@ -36,51 +36,123 @@ def revoke(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('agents', '0008_runfeedback'),
+        ("agents", "0008_runfeedback"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='McpServer',
+            name="McpServer",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('slug', models.CharField(help_text='The namespace of its tools: <slug>.<tool>.', max_length=50, unique=True, validators=[django.core.validators.RegexValidator('^[a-z][a-z0-9_-]{0,49}$', 'Lower-case letters, digits, - and _, starting with a letter.')])),
-                ('transport', models.CharField(choices=[('stdio', 'a local command (stdio)'), ('http', 'streamable HTTP')], default='stdio', max_length=10)),
-                ('command', models.CharField(blank=True, help_text='stdio: the executable to start.', max_length=500)),
-                ('args', models.JSONField(blank=True, default=list, help_text='stdio: its arguments, e.g. ["--db-path", "x.db"].')),
-                ('env', models.JSONField(blank=True, default=dict, help_text='stdio: environment, {"NAME": "value"} or {"NAME": {"setting": "SETTING_NAME"}} for a secret.')),
-                ('url', models.URLField(blank=True, help_text='http: the streamable-HTTP endpoint.', max_length=500)),
-                ('headers', models.JSONField(blank=True, default=dict, help_text='http: {"Header-Name": "SETTING_NAME"}: the value is read from that setting or environment variable, never stored here.')),
-                ('enabled', models.BooleanField(default=True, help_text='Off: its tools are unknown to agents.')),
-                ('timeout_seconds', models.FloatField(default=30.0, help_text='Per tool call.', validators=[django.core.validators.MinValueValidator(0.1), django.core.validators.MaxValueValidator(600)])),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "slug",
+                    models.CharField(
+                        help_text="The namespace of its tools: <slug>.<tool>.",
+                        max_length=50,
+                        unique=True,
+                        validators=[
+                            django.core.validators.RegexValidator(
+                                "^[a-z][a-z0-9_-]{0,49}$",
+                                "Lower-case letters, digits, - and _, starting with a letter.",
+                            )
+                        ],
+                    ),
+                ),
+                (
+                    "transport",
+                    models.CharField(
+                        choices=[("stdio", "a local command (stdio)"), ("http", "streamable HTTP")],
+                        default="stdio",
+                        max_length=10,
+                    ),
+                ),
+                ("command", models.CharField(blank=True, help_text="stdio: the executable to start.", max_length=500)),
+                (
+                    "args",
+                    models.JSONField(
+                        blank=True, default=list, help_text='stdio: its arguments, e.g. ["--db-path", "x.db"].'
+                    ),
+                ),
+                (
+                    "env",
+                    models.JSONField(
+                        blank=True,
+                        default=dict,
+                        help_text='stdio: environment, {"NAME": "value"} or {"NAME": {"setting": "SETTING_NAME"}} for a secret.',
+                    ),
+                ),
+                ("url", models.URLField(blank=True, help_text="http: the streamable-HTTP endpoint.", max_length=500)),
+                (
+                    "headers",
+                    models.JSONField(
+                        blank=True,
+                        default=dict,
+                        help_text='http: {"Header-Name": "SETTING_NAME"}: the value is read from that setting or environment variable, never stored here.',
+                    ),
+                ),
+                ("enabled", models.BooleanField(default=True, help_text="Off: its tools are unknown to agents.")),
+                (
+                    "timeout_seconds",
+                    models.FloatField(
+                        default=30.0,
+                        help_text="Per tool call.",
+                        validators=[
+                            django.core.validators.MinValueValidator(0.1),
+                            django.core.validators.MaxValueValidator(600),
+                        ],
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
             ],
             options={
-                'verbose_name': 'MCP server',
-                'ordering': ['slug'],
+                "verbose_name": "MCP server",
+                "ordering": ["slug"],
             },
         ),
         migrations.CreateModel(
-            name='McpTool',
+            name="McpTool",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=100)),
-                ('description', models.TextField(blank=True)),
-                ('input_schema', models.JSONField(default=dict)),
-                ('output_schema', models.JSONField(blank=True, null=True)),
-                ('annotations', models.JSONField(blank=True, default=dict, help_text="The server's hints; they never set the risk.")),
-                ('risk', models.CharField(blank=True, choices=[('read', 'read'), ('write_reversible', 'write_reversible'), ('write_irreversible', 'write_irreversible'), ('financial', 'financial')], help_text='Set by an operator; empty counts as write_irreversible.', max_length=20, null=True)),
-                ('listed_at', models.DateTimeField()),
-                ('present', models.BooleanField(default=True)),
-                ('server', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='tools', to='agents.mcpserver')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("name", models.CharField(max_length=100)),
+                ("description", models.TextField(blank=True)),
+                ("input_schema", models.JSONField(default=dict)),
+                ("output_schema", models.JSONField(blank=True, null=True)),
+                (
+                    "annotations",
+                    models.JSONField(
+                        blank=True, default=dict, help_text="The server's hints; they never set the risk."
+                    ),
+                ),
+                (
+                    "risk",
+                    models.CharField(
+                        blank=True,
+                        choices=[
+                            ("read", "read"),
+                            ("write_reversible", "write_reversible"),
+                            ("write_irreversible", "write_irreversible"),
+                            ("financial", "financial"),
+                        ],
+                        help_text="Set by an operator; empty counts as write_irreversible.",
+                        max_length=20,
+                        null=True,
+                    ),
+                ),
+                ("listed_at", models.DateTimeField()),
+                ("present", models.BooleanField(default=True)),
+                (
+                    "server",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="tools", to="agents.mcpserver"
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'MCP tool',
-                'ordering': ['server__slug', 'name'],
-                'constraints': [models.UniqueConstraint(fields=('server', 'name'), name='mcp_tool_unique_per_server')],
+                "verbose_name": "MCP tool",
+                "ordering": ["server__slug", "name"],
+                "constraints": [models.UniqueConstraint(fields=("server", "name"), name="mcp_tool_unique_per_server")],
             },
         ),
         migrations.RunPython(grant, revoke),
