@@ -128,12 +128,18 @@ def arguments_hash(arguments: dict[str, Any]) -> str:
 class Registry(dict[str, Tool]):
     """The built-in tools, then the tools of other sources (MCP servers) by their namespaced name.
 
-    A source is a function from a name to a Tool or None; it keeps its own cache.
+    A source is a function from a name to a Tool or None (it keeps its own cache); a lister
+    gives the names a source knows, for the pages that offer a choice of tools.
     """
 
     def __init__(self) -> None:
         super().__init__()
         self.sources: list[Callable[[str], Tool | None]] = []
+        self.listers: list[Callable[[], list[str]]] = []
+
+    def names(self) -> list[str]:
+        """Every tool name: the built-in ones, then those of the other sources."""
+        return sorted(self) + sorted(name for lister in self.listers for name in lister())
 
     def _resolve(self, name: object) -> Tool | None:
         if not isinstance(name, str):

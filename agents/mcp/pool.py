@@ -113,11 +113,16 @@ class Connection:
         self._stop.set()
         task = self._task
         if task is not None and not task.done():
+            if self.session is None:
+                task.cancel()  # still starting: nothing to close politely
             try:
                 async with asyncio.timeout(MARGIN_SECONDS):
                     await asyncio.shield(task)
             except TimeoutError:
                 task.cancel()
+            except asyncio.CancelledError:
+                if not task.cancelled():
+                    raise
         self.session = None
 
 

@@ -18,6 +18,8 @@ from agents.tools import Risk
 from audit.services import Actor, audit_record, audited_atomic
 
 SERVER_FIELDS = ("transport", "command", "args", "env", "url", "headers", "enabled", "timeout_seconds")
+# The ledger's and the audit log's tool columns, and the permission codename (use_<name>), hold 100.
+MAX_QUALIFIED_NAME = 96
 # What an operator judged when setting the risk: if any of it changes, the risk is asked again.
 JUDGED_FIELDS = ("description", "input_schema", "output_schema", "annotations")
 
@@ -28,6 +30,7 @@ class Listing:
     changed: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # names too long to be stored
 
 
 def mcp_server_upsert(definition: dict[str, Any], *, actor: Actor) -> tuple[McpServer, bool]:
@@ -63,6 +66,9 @@ def mcp_tools_list(*, server: McpServer, actor: Actor) -> Listing:
     with audited_atomic():
         existing = {tool.name: tool for tool in McpTool.objects.select_for_update().filter(server=server)}
         for remote in listed:
+            if len(f"{server.slug}.{remote.name}") > MAX_QUALIFIED_NAME:
+                listing.skipped.append(remote.name[:200])
+                continue
             values = {
                 "description": remote.description or "",
                 "input_schema": remote.input_schema,
@@ -88,7 +94,7 @@ def mcp_tools_list(*, server: McpServer, actor: Actor) -> Listing:
                     listing.unchanged.append(row.qualified_name)
                 row.listed_at, row.present = now, True
                 row.save()
-            _permission_ensure(row)
+            mcp_tool_permission_ensure(row)
         for row in existing.values():
             if row.present:
                 row.present = False
@@ -98,7 +104,12 @@ def mcp_tools_list(*, server: McpServer, actor: Actor) -> Listing:
             actor=actor,
             action="agents.mcp_server.tools_listed",
             target=server,
-            data={"added": listing.added, "changed": listing.changed, "removed": listing.removed},
+            data={
+                "added": listing.added,
+                "changed": listing.changed,
+                "removed": listing.removed,
+                "skipped": listing.skipped,
+            },
         )
     return listing
 
@@ -130,7 +141,7 @@ def mcp_tool_risk_set(*, tool: McpTool, risk: str | None, actor: Actor, reason: 
     return True
 
 
-def _permission_ensure(row: McpTool) -> None:
+def mcp_tool_permission_ensure(row: McpTool) -> None:
     # As for the built-in tools (agents.apps): a run may call it only for a user who may.
     Permission.objects.get_or_create(
         content_type=ContentType.objects.get_for_model(Agent),

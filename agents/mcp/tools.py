@@ -173,6 +173,11 @@ def resolve(name: str) -> Tool | None:
     return tool
 
 
+def names() -> list[str]:
+    rows = McpTool.objects.filter(server__enabled=True, present=True).select_related("server")
+    return [row.qualified_name for row in rows]
+
+
 def cache_clear(**_: object) -> None:
     _cache.clear()
 
@@ -181,6 +186,7 @@ def install() -> None:
     """Make ``server.tool`` names known to the registry (once, when the app is ready)."""
     if resolve not in registry.sources:
         registry.sources.append(resolve)
+        registry.listers.append(names)
     for model in (McpServer, McpTool):
         post_save.connect(cache_clear, sender=model, dispatch_uid=f"mcp-cache-{model.__name__}-save")
         post_delete.connect(cache_clear, sender=model, dispatch_uid=f"mcp-cache-{model.__name__}-delete")

@@ -169,3 +169,34 @@ def test_a_celery_worker_runs_the_tool_and_closes_its_sessions_on_shutdown(celer
         timeout=20,
         what="the worker's server processes to stop",
     )
+
+
+def test_a_server_that_cannot_start_fails_the_call_it_never_received(operator, tmp_path):
+    from django.utils import timezone
+
+    server, _ = mcp_server_upsert({"slug": "gone", "command": str(tmp_path / "no-such-server")}, actor="tests")
+    from agents.mcp.services import mcp_tool_permission_ensure
+
+    row = McpTool.objects.create(
+        server=server,
+        name="write",
+        input_schema={"type": "object", "properties": {"x": {"type": "integer"}}},
+        listed_at=timezone.now(),
+    )
+    mcp_tool_permission_ensure(row)  # as a listing made it once, before the server went away
+    grant_tools(operator, ["gone.write"])
+    agent = Agent.objects.create(
+        slug="gone",
+        name="gone",
+        objective="t",
+        scope="t",
+        tools=["gone.write"],
+        autonomy_level=4,
+        playbook={"steps": [{"id": "w", "tool": "gone.write", "arguments": {"x": 1}}, {"final": {"done": True}}]},
+    )
+    run = runtime.run_create(agent=agent, user=operator, payload={})
+    runtime.run_advance(run_id=run.pk)
+    call = ToolCall.objects.get(run=run)
+    # Nothing was sent, so the outcome is known: failed, not unknown, and not retried.
+    assert call.status == ToolCallStatus.FAILED and call.attempts == 1
+    assert "could not start a session" in call.error

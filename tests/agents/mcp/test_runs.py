@@ -228,3 +228,28 @@ def test_a_result_outside_the_output_schema_and_an_error_result_are_failures(tim
     odd, mars = ToolCall.objects.filter(run=run).order_by("step")
     assert "outside its output schema" in odd.error and "week_number" in odd.error
     assert "reported an error" in mars.error and "Mars/Olympus_Mons" in mars.error
+
+
+def test_a_business_rule_on_an_mcp_tool_blocks_at_every_level(sqlite_server, notes_db, operator):
+    from approvals.models import BusinessRule
+    from approvals.rules import rule_errors
+
+    assert rule_errors(tool="sqlite.write_query", field="query", operator="matches", value="x") == {}
+    assert (
+        "no argument" in rule_errors(tool="sqlite.write_query", field="sql", operator="matches", value="x")["field"][0]
+    )
+    BusinessRule.objects.create(
+        tool="sqlite.write_query", field="query", operator="matches", value=r"(?i)\bdrop\b", effect="block"
+    )
+    grant_tools(operator, ["sqlite.write_query"])
+    agent = agent_with(
+        ["sqlite.write_query"],
+        [
+            {"id": "drop", "tool": "sqlite.write_query", "arguments": {"query": "DROP TABLE notes"}},
+            {"final": {"drop": "{{steps.drop.status}}"}},
+        ],
+        level=4,
+    )
+    run = advance(runtime.run_create(agent=agent, user=operator, payload={}))
+    assert run.result == {"drop": "blocked"}, run.error
+    assert notes(notes_db) == []  # the table is still there
