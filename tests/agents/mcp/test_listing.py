@@ -44,7 +44,7 @@ def test_sqlite_server_tools_are_listed(sqlite_server):
 def test_annotations_never_lower_the_risk_only_the_operator_does(time_server, operator):
     grant_tools(operator, ["time.get_current_time"])
     agent = Agent.objects.create(
-        slug="clock", name="clock", objective="t", scope="t", tools=["time.get_current_time"], autonomy_level=4
+        slug="clock", name="clock", objective="t", scope="t", tools=["time.get_current_time"], autonomy_level=2
     )
     context = RunContext(starter=operator)
 
@@ -52,8 +52,8 @@ def test_annotations_never_lower_the_risk_only_the_operator_does(time_server, op
         tool = registry["time.get_current_time"]
         return checkpoint_verdict(agent=agent, tool=tool, arguments={"timezone": "UTC"}, context=context).verdict
 
-    # readOnlyHint is true, yet unset risk is write_irreversible: at level 4 it runs unreviewed only
-    # because level 4 says so; at level 2 it waits like any irreversible write.
+    # readOnlyHint is true, yet an unset risk is write_irreversible: at level 2 it waits like any
+    # irreversible write, where a read-only tool would run.
     agent.autonomy_level = 2
     assert verdict() == Verdict.REQUIRE_APPROVAL
     tool_row = McpTool.objects.get(server=time_server, name="get_current_time")
