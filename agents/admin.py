@@ -176,3 +176,6 @@ class OutboxEmailAdmin(ReadOnlyAdmin):
 
 admin.site.register(Ticket)
 admin.site.register(KnowledgeArticle)
+
+# The MCP servers' and tools' admin pages live beside the MCP code.
+from agents.mcp import admin as mcp_admin  # noqa: E402, F401

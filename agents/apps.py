@@ -27,6 +27,14 @@ class AgentsConfig(AppConfig):
     name = "agents"
 
     def ready(self) -> None:
-        from agents.demo import tools  # noqa: F401  (registers the demo tools)
+        from celery import signals
 
+        from agents.demo import tools  # noqa: F401  (registers the demo tools)
+        from agents.mcp import pool
+        from agents.mcp import tools as mcp_tools
+
+        mcp_tools.install()
         post_migrate.connect(create_tool_permissions, sender=self)
+        # Each worker process closes its MCP sessions (and so stops their server processes).
+        signals.worker_process_shutdown.connect(pool.close_all, weak=False, dispatch_uid="mcp-pool-close")
+        signals.worker_shutdown.connect(pool.close_all, weak=False, dispatch_uid="mcp-pool-close-main")

@@ -77,7 +77,7 @@ class BusinessRuleForm(forms.ModelForm[BusinessRule]):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        cast(forms.ChoiceField, self.fields["tool"]).choices = [(name, name) for name in sorted(registry)]
+        cast(forms.ChoiceField, self.fields["tool"]).choices = [(name, name) for name in registry.names()]
         agent = cast("forms.ModelChoiceField[Agent]", self.fields["agent"])
         agent.empty_label = "every agent"
         agent.queryset = Agent.objects.order_by("slug")

@@ -362,6 +362,7 @@ class IdempotencyKey(models.Model):
 # The demo tools' tables are tables of this app (its migrations, its admin); they are defined
 # beside the demo tools.
 from agents.demo.models import KnowledgeArticle, LedgerEntry, OutboxEmail, Ticket, TicketChange  # noqa: E402
+from agents.mcp.models import McpServer, McpTool  # noqa: E402
 
 __all__ = [
     "RUN_MOVES",
@@ -373,6 +374,8 @@ __all__ = [
     "IdempotencyKey",
     "KnowledgeArticle",
     "LedgerEntry",
+    "McpServer",
+    "McpTool",
     "OutboxEmail",
     "Run",
     "RunFeedback",

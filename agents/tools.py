@@ -51,6 +51,9 @@ class Tool:
     # how a call left "executing" by a crash is reconciled instead of blindly retried.
     lookup: Callable[[str], dict[str, Any] | None] | None = None
     timeout_seconds: float = 30.0
+    # False for tools that take no idempotency key (tools from MCP servers): the ledger never
+    # retries them, and a failure it cannot explain leaves the outcome unknown for a person.
+    idempotent: bool = True
 
     @property
     def low_risk(self) -> bool:
@@ -104,6 +107,11 @@ class ToolArgumentsInvalid(Exception):
         self.errors = errors
 
 
+class ToolFailed(Exception):
+    """The tool answered that the call failed (or answered outside its schema): the outcome is
+    known, so the call is recorded as failed, never as unknown."""
+
+
 def validation_errors(exc: ValidationError) -> dict[str, list[str]]:
     errors: dict[str, list[str]] = {}
     for error in exc.errors():
@@ -117,7 +125,45 @@ def arguments_hash(arguments: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-registry: dict[str, Tool] = {}
+class Registry(dict[str, Tool]):
+    """The built-in tools, then the tools of other sources (MCP servers) by their namespaced name.
+
+    A source is a function from a name to a Tool or None (it keeps its own cache); a lister
+    gives the names a source knows, for the pages that offer a choice of tools.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sources: list[Callable[[str], Tool | None]] = []
+        self.listers: list[Callable[[], list[str]]] = []
+
+    def names(self) -> list[str]:
+        """Every tool name: the built-in ones, then those of the other sources."""
+        return sorted(self) + sorted(name for lister in self.listers for name in lister())
+
+    def _resolve(self, name: object) -> Tool | None:
+        if not isinstance(name, str):
+            return None
+        for source in self.sources:
+            tool = source(name)
+            if tool is not None:
+                return tool
+        return None
+
+    def __missing__(self, name: str) -> Tool:
+        tool = self._resolve(name)
+        if tool is None:
+            raise KeyError(name)
+        return tool
+
+    def __contains__(self, name: object) -> bool:
+        return super().__contains__(name) or self._resolve(name) is not None
+
+    def get(self, name: str, default: Tool | None = None) -> Tool | None:  # type: ignore[override]
+        return super().get(name) or self._resolve(name) or default
+
+
+registry = Registry()
 
 
 def register(tool: Tool) -> Tool:

@@ -28,7 +28,7 @@ def rule_errors(*, tool: str, field: str, operator: str, value: JSON) -> dict[st
         errors["tool"] = [f"Unknown tool {tool!r}."]
     else:
         name = field.partition(":")[0]
-        if name not in spec.input_model.model_fields:
+        if name not in spec.input_schema().get("properties", {}):
             errors["field"] = [f"{tool} has no argument {name!r}."]
     if operator in NUMERIC_OPERATORS and as_number(value) is None:
         errors["value"] = [f"Operator {operator} needs a number."]

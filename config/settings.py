@@ -300,6 +300,8 @@ RUN_SLICE_SECONDS = env_int("RUN_SLICE_SECONDS", max(CELERY_TASK_SOFT_TIME_LIMIT
 RUN_REQUEUE_AFTER_SECONDS = env_int("RUN_REQUEUE_AFTER_SECONDS", 120, minimum=1)
 TOOL_MAX_ATTEMPTS = env_int("TOOL_MAX_ATTEMPTS", 3, minimum=1)
 TOOL_RETRY_BASE_SECONDS = float(os.environ.get("TOOL_RETRY_BASE_SECONDS", "0.2"))
+# How long a process trusts what it read of an MCP tool (its risk, schemas) before reading it again.
+MCP_TOOL_CACHE_SECONDS = float(os.environ.get("MCP_TOOL_CACHE_SECONDS", "2"))
 WEBHOOK_TIMEOUT_SECONDS = env_int("WEBHOOK_TIMEOUT_SECONDS", 5, minimum=1)
 # Escalation notices: over SMTP when EMAIL_HOST is set, else the console backend prints them.
 MAILERS = {

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
 from typing import Any
 
 from agents.definitions import agent_upsert
 from agents.demo.models import KnowledgeArticle, Ticket
+from agents.mcp.services import mcp_server_load
 from approvals.models import BusinessRule
 from audit.services import audit_record, audited_atomic
 
@@ -109,6 +112,43 @@ RESEARCH_AGENT: dict[str, Any] = {
     },
 }
 
+# The MCP server of the clock agent: mcp-server-time from requirements.txt, started as a local
+# process on the first call (offline). Its tools are read-only; the operator says so here.
+TIME_SERVER: dict[str, Any] = {
+    "slug": "time",
+    "transport": "stdio",
+    "command": str(Path(sys.executable).parent / "mcp-server-time"),
+    "args": ["--local-timezone", "UTC"],
+    "timeout_seconds": 10.0,
+    "risks": {"get_current_time": "read", "convert_time": "read"},
+}
+
+CLOCK_AGENT: dict[str, Any] = {
+    "slug": "clock",
+    "name": "Clock agent",
+    "objective": "Tell the current time in a timezone, from the time MCP server.",
+    "scope": "Read-only: may ask the time MCP server for the time; may not change anything.",
+    "tools": ["time.get_current_time"],
+    "autonomy_level": 2,
+    "input_schema": {
+        "type": "object",
+        "required": ["timezone"],
+        "properties": {"timezone": {"type": "string", "minLength": 1, "maxLength": 64}},
+        "additionalProperties": False,
+    },
+    "playbook": {
+        "steps": [
+            {
+                "id": "now",
+                "tool": "time.get_current_time",
+                "arguments": {"timezone": "{{input.timezone}}"},
+                "rationale": "Ask the time server.",
+            },
+            {"final": {"timezone": "{{input.timezone}}", "now": "{{steps.now.output}}"}},
+        ]
+    },
+}
+
 ARTICLES = [
     (
         "Refund policy",
@@ -174,7 +214,8 @@ def seed_demo_data() -> list[str]:
         if not Ticket.objects.exists():
             Ticket.objects.create(subject="Refund for a broken kettle", customer_email="jane@example.com")
             Ticket.objects.create(subject="Double charge on my order", customer_email="omar@example.org")
-        for definition in (SUPPORT_AGENT, RESEARCH_AGENT):
+        lines += mcp_server_load(TIME_SERVER, actor="demo data")
+        for definition in (SUPPORT_AGENT, RESEARCH_AGENT, CLOCK_AGENT):
             agent, created = agent_upsert(definition)
             lines.append(f"agent {agent.slug} ({'created' if created else 'updated'})")
         made = rules_seed()

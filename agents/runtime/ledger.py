@@ -24,7 +24,7 @@ from agents.runtime.lease import Lease, hold
 from agents.runtime.lifecycle import run_finish
 from agents.runtime.status import tool_call_move
 from agents.runtime.steps import guardrail_hits_record, record_step
-from agents.tools import Risk, Tool, ToolContext, arguments_hash, registry
+from agents.tools import Risk, Tool, ToolContext, ToolFailed, arguments_hash, registry
 from approvals.decisions import approval_request_create
 from approvals.guardrails import GuardrailEffect, GuardrailHit, check_output
 from approvals.models import ApprovalKind, ApprovalRequest, Verdict
@@ -133,6 +133,20 @@ def tool_call_execute(*, run: Run, tool_call: ToolCall) -> None:
                 logger.warning(
                     "tool %s failed on attempt %s for run %s: %s", tool.name, attempt + 1, run.pk, type(exc).__name__
                 )
+                if not (tool.idempotent or tool.is_read_only):
+                    # No idempotency key: never retried. A failure the tool reported is a failure;
+                    # any other (the answer was lost on the way) leaves the effect unknown.
+                    if isinstance(exc, ToolFailed):
+                        break
+                    tool_call_finish(
+                        run,
+                        tool_call,
+                        status=ToolCallStatus.UNKNOWN,
+                        error=f"{error}; the call may have taken effect, so a person must reconcile it.",
+                        latency_ms=int((time.monotonic() - started) * 1000),
+                        fail_run=True,
+                    )
+                    return
                 if attempt + 1 < settings.TOOL_MAX_ATTEMPTS:
                     ToolCall.objects.filter(pk=tool_call.pk).update(attempts=F("attempts") + 1)
     latency_ms = int((time.monotonic() - started) * 1000)

@@ -111,7 +111,9 @@ class Command(BaseCommand):
                 remove_perm("review_agent", reviewer, agent)  # recorded anew as the system's, as above
                 assign_perm("review_agent", reviewer, agent)
             assign_perm("start_run", operator, agent)
-        codenames = [f"use_{name}" for name in registry]
+        # The built-in tools, and the MCP tools the demo agents hold (time.get_current_time).
+        names = set(registry) | {name for agent in agents for name in agent.tools}
+        codenames = [f"use_{name}" for name in sorted(names)]
         tool_perms = Permission.objects.filter(content_type__app_label="agents", codename__in=codenames)
         operator.user_permissions.add(*tool_perms)
         return [
