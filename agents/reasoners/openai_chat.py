@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import random
+import re
 import time
 from email.utils import parsedate_to_datetime
 
@@ -19,6 +21,7 @@ from config.parsing import json_loads_checked
 
 logger = logging.getLogger(__name__)
 
+WIRE_NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")
 # Besides every 5xx: the answers that say "try again later".
 RETRYABLE_STATUS = {408, 409, 425, 429}
 
@@ -63,7 +66,10 @@ def build_messages(view: RunView) -> list[JSONObject]:
                         {
                             "id": entry["id"],
                             "type": "function",
-                            "function": {"name": entry["tool"], "arguments": json.dumps(entry.get("arguments"))},
+                            "function": {
+                                "name": wire_name(entry["tool"]),
+                                "arguments": json.dumps(entry.get("arguments")),
+                            },
                         }
                     ],
                 }
@@ -76,7 +82,17 @@ def build_messages(view: RunView) -> list[JSONObject]:
     return messages
 
 
-def parse_reply(reply: JSON) -> Action:
+def wire_name(name: str) -> str:
+    """A tool's name as OpenAI accepts it (``^[a-zA-Z0-9_-]{1,64}$``): an MCP tool's
+    ``server.tool`` becomes ``server__tool``; a longer or stranger name is shortened with a hash."""
+    wire = name.replace(".", "__")
+    if WIRE_NAME.fullmatch(wire):
+        return wire
+    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+    return f"{re.sub(r'[^a-zA-Z0-9_-]', '_', wire)[:55]}_{digest}"
+
+
+def parse_reply(reply: JSON, *, names: dict[str, str] | None = None) -> Action:
     """The reply's tool calls (the first, with the others in ``others``, in the model's order), or
     its text as the final answer; unusable output is "invalid"."""
     try:
@@ -102,19 +118,20 @@ def parse_reply(reply: JSON) -> Action:
             finish_reason=finish_reason,
             transcript=transcript,
         )
-    first, *others = [_call_action(call, finish_reason=finish_reason) for call in tool_calls]
+    first, *others = [_call_action(call, finish_reason=finish_reason, names=names or {}) for call in tool_calls]
     first.rationale = message.get("content") or ""
     first.transcript = transcript
     first.others = others
     return first
 
 
-def _call_action(call: JSON, *, finish_reason: str) -> Action:
+def _call_action(call: JSON, *, finish_reason: str, names: dict[str, str]) -> Action:
     """One tool call of a reply as a proposed action ("invalid" when its arguments are not JSON)."""
     if not isinstance(call, dict):
         return Action(kind="invalid", error="A tool call of the reply is not an object.", finish_reason=finish_reason)
     function = call.get("function") or {}
     name = str(function.get("name") or "")
+    name = names.get(name, name)  # back from the wire name to the registry's
     raw = function.get("arguments") or "{}"
     call_id = str(call.get("id") or "")
     try:
@@ -141,12 +158,17 @@ def request_body(view: RunView) -> JSONObject:
         body["max_tokens"] = settings_.max_tokens
     if view.tools:
         body["tools"] = [
-            {"type": "function", "function": {"name": t.name, "description": t.description, "parameters": t.parameters}}
+            {
+                "type": "function",
+                "function": {"name": wire_name(t.name), "description": t.description, "parameters": t.parameters},
+            }
             for t in view.tools
         ]
         choice = settings_.tool_choice or "auto"
         body["tool_choice"] = (
-            choice if choice in ("auto", "required", "none") else {"type": "function", "function": {"name": choice}}
+            choice
+            if choice in ("auto", "required", "none")
+            else {"type": "function", "function": {"name": wire_name(choice)}}
         )
     return body
 
@@ -176,7 +198,7 @@ class OpenAIChatReasoner(Reasoner):
         body = request_body(view)
         started = time.monotonic()
         reply = self._post(body)
-        action = parse_reply(reply)
+        action = parse_reply(reply, names={wire_name(t.name): t.name for t in view.tools})
         action.latency_ms = int((time.monotonic() - started) * 1000)
         usage = reply.get("usage") or {}
         action.model = str(body["model"])

@@ -221,3 +221,38 @@ def test_a_429_waits_as_long_as_retry_after_says(llm_agent, operator, llm_settin
         llm_settings.LLM_BASE_URL = fake.url
         run = start(llm_agent, operator, {"q": "x"})
     assert run.status == RunStatus.SUCCEEDED and waits == [2.0]
+
+
+def test_dotted_tool_names_go_on_the_wire_in_openais_alphabet_and_come_back():
+    """An MCP tool's ``server.tool`` is not a valid OpenAI function name; the request carries
+    ``server__tool`` and the reply's call maps back to the registry's name."""
+    from agents.reasoners.base import ModelSettings, RunView, ToolSpec
+    from agents.reasoners.openai_chat import WIRE_NAME, parse_reply, request_body, wire_name
+
+    tools = [ToolSpec("time.get_current_time", "now", {"type": "object"}), ToolSpec("x" * 80 + ".y", "long", {})]
+    view = RunView(
+        objective="o",
+        scope="s",
+        system_prompt="",
+        input={},
+        history=[{"type": "tool_call", "id": "c1", "tool": "time.get_current_time", "arguments": {}}],
+        tools=tools,
+        playbook={},
+        model=ModelSettings(tool_choice="time.get_current_time"),
+    )
+    body = request_body(view)
+    names = [t["function"]["name"] for t in body["tools"]]
+    assert names[0] == "time__get_current_time"
+    assert all(WIRE_NAME.fullmatch(name) for name in names) and len(set(names)) == 2
+    assert body["tool_choice"]["function"]["name"] == "time__get_current_time"
+    assert body["messages"][-1]["tool_calls"][0]["function"]["name"] == "time__get_current_time"
+    reply = {
+        "choices": [
+            {
+                "message": tool_call(names[1], {}, call_id="c2"),
+                "finish_reason": "tool_calls",
+            }
+        ]
+    }
+    action = parse_reply(reply, names={wire_name(t.name): t.name for t in tools})
+    assert action.tool == "x" * 80 + ".y" and action.call_id == "c2"
