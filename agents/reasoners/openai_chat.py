@@ -61,14 +61,18 @@ def build_messages(view: RunView) -> list[JSONObject]:
             messages.append(
                 {
                     "role": "assistant",
-                    "content": entry.get("rationale") or None,
+                    # Text, not null: OpenAI takes either beside tool_calls; llama-cpp-python only text.
+                    "content": entry.get("rationale") or "",
                     "tool_calls": [
                         {
                             "id": entry["id"],
                             "type": "function",
                             "function": {
                                 "name": wire_name(entry["tool"]),
-                                "arguments": json.dumps(entry.get("arguments")),
+                                # Arguments that were not JSON were refused; the call is still an object.
+                                "arguments": json.dumps(
+                                    entry["arguments"] if entry.get("arguments") is not None else {}
+                                ),
                             },
                         }
                     ],

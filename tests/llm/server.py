@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import sys
 import threading
+import urllib.error
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -109,10 +110,12 @@ class RecordingRelay:
                     headers={"Content-Type": "application/json"},
                     method="POST",
                 )
-                with urllib.request.urlopen(request, timeout=300) as answer:  # noqa: S310
-                    body = answer.read()
-                    status = answer.status
-                relay.replies.append(json.loads(body))
+                try:
+                    with urllib.request.urlopen(request, timeout=300) as answer:  # noqa: S310
+                        body, status = answer.read(), answer.status
+                except urllib.error.HTTPError as refused:  # passed on as the server answered it
+                    body, status = refused.read(), refused.code
+                relay.replies.append({"status": status, "body": body.decode(errors="replace")})
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))

@@ -22,7 +22,7 @@ from approvals.models import ApprovalRequest, ApprovalStatus, Verdict
 from audit.sealer import seal_pending
 from tests.llm.server import MODEL_ALIAS, LlamaServer, RecordingRelay
 
-pytestmark = [pytest.mark.llm, pytest.mark.django_db]
+pytestmark = [pytest.mark.llm, pytest.mark.django_db(transaction=True)]
 
 CARD = "4111 1111 1111 1111"
 EMAIL = "jane@example.com"
@@ -82,7 +82,9 @@ def test_a_refund_reasoned_by_a_real_model_is_checkpointed_like_any_other(
         "customer_email": EMAIL,
         "amount": 120,
         "currency": "USD",
-        "reason": f"Broken kettle; paid with card {CARD}.",
+        # The card comes first: this server's chat template HTML-escapes what it is shown, and a
+        # 270M model that copies an escaped quote at the end of a string writes broken JSON.
+        "reason": f"Paid with card {CARD}; the kettle arrived broken",
     }
     edited = {"ticket_id": ticket.pk, "amount": 20, "currency": "USD", "reason": "partial refund for the kettle"}
     run = runtime.run_create(agent=llm_support, user=starter, payload=payload)

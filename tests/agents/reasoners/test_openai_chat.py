@@ -68,6 +68,10 @@ def test_tool_calling_run_with_malformed_reply_and_retry(llm_agent, operator, ll
     # the malformed reply went back to the model as a tool error
     third = fake.requests[2]["messages"]
     assert third[-1]["role"] == "tool" and "not valid JSON" in third[-1]["content"]
+    # Its call is still an object, and the assistant's content text, not null (llama-cpp-python
+    # refuses null content; every server refuses arguments that are not an object).
+    refused_call = third[-2]
+    assert refused_call["content"] == "" and refused_call["tool_calls"][0]["function"]["arguments"] == "{}"
     reasoning = run.steps.filter(kind=Step.Kind.REASONING)
     assert reasoning.count() == 3
     assert all(step.prompt_tokens == 100 and step.completion_tokens == 20 for step in reasoning)
