@@ -170,7 +170,13 @@ class ApprovalRequest(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
-        indexes = [models.Index(fields=["agent", "status"])]
+        indexes = [
+            models.Index(fields=["agent", "status"]),
+            # The inbox's first page, newest first, of everything or of one status: read in index
+            # order and stopped after a page, never a sort of every request.
+            models.Index(fields=["-created_at", "-id"], name="approval_newest_idx"),
+            models.Index(fields=["status", "-created_at", "-id"], name="approval_status_newest_idx"),
+        ]
 
     def __str__(self) -> str:
         return f"approval {self.pk}: {self.tool} ({self.status})"
