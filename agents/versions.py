@@ -164,7 +164,7 @@ def version_create(
             agent.candidate_version = version
             agent.save(update_fields=["candidate_version", "updated_at"])
         else:
-            _make_current(agent, version)
+            version_make_current(agent, version)
         audit_record(
             actor=author,
             action="agents.version.created",
@@ -180,7 +180,7 @@ def version_create(
     return version
 
 
-def _make_current(agent: Agent, version: AgentVersion) -> None:
+def version_make_current(agent: Agent, version: AgentVersion) -> None:
     """Inside the caller's transaction, the agent row locked: the row takes ``version``'s behaviour."""
     _apply(agent, version.behaviour)
     agent.current_version = version
@@ -228,7 +228,7 @@ def version_rollback(*, agent: Agent, version: AgentVersion, user: AnyUser | Non
         if old is not None and old.pk == version.pk:
             raise VersionConflict(f"Version {version.number} is current already.")
         behaviour_check(agent=agent, behaviour=version.behaviour)
-        _make_current(agent, version)
+        version_make_current(agent, version)
         audit_record(
             actor=user,
             action="agents.version.rolled_back",
@@ -261,6 +261,7 @@ __all__ = [
     "version_create",
     "version_current",
     "version_for_new_run",
+    "version_make_current",
     "version_rollback",
     "versions_of",
 ]
