@@ -65,7 +65,7 @@ def canary_start(*, agent: Agent, version: AgentVersion, share: int, user: AnyUs
             target=agent,
             data={
                 "version": version.number,
-                "replaces": old.number if old else None,
+                "replaces": old.number if old and old.pk != version.pk else None,
                 "share": share,
                 "current": agent.current_version.number if agent.current_version else None,
                 "reason": reason,

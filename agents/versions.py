@@ -141,6 +141,7 @@ def version_create(
     """Write the next version of ``agent``: ``behaviour`` (validated), or without it the row's as
     saved. Unless ``candidate``, it becomes current and the row takes its behaviour; a current
     version equal to the behaviour is returned as it is (nothing changed, nothing is written)."""
+    given = agent
     with audited_atomic():
         # Lock the row: two changes at once get numbers one after the other, each diffed from the other.
         agent = Agent.objects.select_for_update(no_key=True).select_related("current_version").get(pk=agent.pk)
@@ -177,7 +178,18 @@ def version_create(
                 "reason": reason,
             },
         )
+    _sync(given, agent)
     return version
+
+
+def _sync(given: Agent, saved: Agent) -> None:
+    """The caller's instance shows what was saved: its pointers and, when it changed, its behaviour."""
+    if given is saved:
+        return
+    given.current_version, given.candidate_version = saved.current_version, saved.candidate_version
+    given.canary_share = saved.canary_share
+    for name in BEHAVIOUR_FIELDS:
+        setattr(given, name, getattr(saved, name))
 
 
 def version_make_current(agent: Agent, version: AgentVersion) -> None:
@@ -210,7 +222,6 @@ def canary_bucket(*, agent: Agent, run_key: int) -> int:
 def version_for_new_run(agent: Agent, *, run_key: int) -> AgentVersion:
     """The version a new run takes: the candidate for ``canary_share`` % of run keys, else the current one."""
     current = version_current(agent)
-    agent.refresh_from_db(fields=["current_version", "candidate_version", "canary_share"])
     if agent.candidate_version_id and canary_bucket(agent=agent, run_key=run_key) < agent.canary_share:
         assert agent.candidate_version is not None
         return agent.candidate_version
