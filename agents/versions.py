@@ -67,7 +67,7 @@ def behaviour_snapshot(agent: Agent) -> JSONObject:
 
 
 def behaviour_diff(old: JSONObject | None, new: JSONObject) -> JSONObject:
-    """``{"field": {"old", "new"}}`` for each field that differs; from nothing: every field."""
+    """``{"field": {"old", "new"}}`` for each field that differs (from nothing: every field)."""
     old = old or {}
     return {name: {"old": old.get(name), "new": value} for name, value in new.items() if old.get(name) != value}
 
@@ -155,7 +155,7 @@ def version_create(
             agent=agent,
             number=number,
             behaviour=snapshot,
-            diff=behaviour_diff(current.behaviour if current else None, snapshot),
+            diff=behaviour_diff(current.behaviour, snapshot) if current else {},
             based_on=current,
             author=user,
             author_name=name[:150],

@@ -51,6 +51,7 @@ def _version_row(version: AgentVersion, agent: Agent) -> dict[str, Any]:
         "version": version,
         "is_current": version.pk == agent.current_version_id,
         "is_candidate": version.pk == agent.candidate_version_id,
+        "behaviour": pretty(version.behaviour),
         "diff": [
             {"field": name, "old": pretty(change.get("old")), "new": pretty(change.get("new"))}
             for name, change in sorted(version.diff.items())

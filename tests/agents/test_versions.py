@@ -223,3 +223,22 @@ def test_a_rollback_makes_an_earlier_version_current_again_audited(support_agent
     assert runtime.run_create(agent=agent, user=starter, payload=refund_input()).version_id == v1.pk
     with pytest.raises(VersionConflict):
         version_rollback(agent=agent, version=v1, user=operator, reason="again")
+
+
+def test_the_data_migration_gives_each_agent_without_a_version_version_1_and_its_runs(support_agent, starter):
+    import importlib
+
+    from django.apps import apps
+
+    migration = importlib.import_module("agents.migrations.0011_agentversion_first_versions")
+    older = Agent.objects.create(slug="older", name="Older", objective="o", scope="s", tools=["kb_search"])
+    run = Run.objects.create(agent=older, input={})
+    migration.first_versions(apps, None)
+    older.refresh_from_db()
+    [first] = AgentVersion.objects.filter(agent=older)
+    assert older.current_version_id == first.pk and first.number == 1 and first.diff == {}
+    assert first.behaviour["tools"] == ["kb_search"] and first.behaviour["max_cost"] == "1.0000"
+    assert Run.objects.get(pk=run.pk).version_id == first.pk
+    assert versions(support_agent) == [1]  # an agent with a version is left alone
+    migration.first_versions(apps, None)
+    assert AgentVersion.objects.filter(agent=older).count() == 1
