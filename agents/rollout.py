@@ -39,7 +39,8 @@ class Comparison:
 
 def _locked(agent: Agent) -> Agent:
     return (
-        Agent.objects.select_for_update(no_key=True)
+        # Only the agent's row: PostgreSQL locks no nullable side of an outer join.
+        Agent.objects.select_for_update(no_key=True, of=("self",))
         .select_related("current_version", "candidate_version")
         .get(pk=agent.pk)
     )

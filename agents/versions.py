@@ -144,7 +144,11 @@ def version_create(
     given = agent
     with audited_atomic():
         # Lock the row: two changes at once get numbers one after the other, each diffed from the other.
-        agent = Agent.objects.select_for_update(no_key=True).select_related("current_version").get(pk=agent.pk)
+        agent = (
+            Agent.objects.select_for_update(no_key=True, of=("self",))
+            .select_related("current_version")
+            .get(pk=agent.pk)
+        )
         current = agent.current_version
         snapshot = behaviour_snapshot(agent) if behaviour is None else behaviour_check(agent=agent, behaviour=behaviour)
         if not candidate and current is not None and current.behaviour == snapshot:
@@ -232,7 +236,11 @@ def version_rollback(*, agent: Agent, version: AgentVersion, user: AnyUser | Non
     """Make an earlier version current again. Nothing new is written: the version keeps its
     number, its evaluation results and its live rates; the audit log records the move."""
     with audited_atomic():
-        agent = Agent.objects.select_for_update(no_key=True).select_related("current_version").get(pk=agent.pk)
+        agent = (
+            Agent.objects.select_for_update(no_key=True, of=("self",))
+            .select_related("current_version")
+            .get(pk=agent.pk)
+        )
         if version.agent_id != agent.pk:
             raise VersionInvalid(f"Version {version.pk} is not a version of {agent.slug}.")
         old = agent.current_version
