@@ -8,7 +8,7 @@ from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from guardian.admin import GuardedModelAdmin
 
-from agents.models import Agent, KnowledgeArticle, LedgerEntry, OutboxEmail, Run, Step, Ticket, ToolCall
+from agents.models import Agent, AgentVersion, KnowledgeArticle, LedgerEntry, OutboxEmail, Run, Step, Ticket, ToolCall
 from agents.operations import agent_set_enabled, agent_set_level
 from agents.versions import BEHAVIOUR_FIELDS, version_create
 from approvals.grants import grants_by
@@ -159,6 +159,13 @@ class RunAdmin(ReadOnlyAdmin):
     list_select_related = ("agent", "started_by")
     date_hierarchy = "created_at"
     inlines = [StepInline]
+
+
+@admin.register(AgentVersion)
+class AgentVersionAdmin(ReadOnlyAdmin):
+    list_display = ("agent", "number", "author_name", "reason", "created_at")
+    list_filter = ("agent",)
+    list_select_related = ("agent",)
 
 
 @admin.register(ToolCall)
