@@ -26,6 +26,7 @@ from agents.serializers import (
     AgentOutputSerializer,
     AgentUpdateRequest,
     AgentUpdateRequestSerializer,
+    AgentVersionOutputSerializer,
     EmergencyStopRequestSerializer,
     EmergencyStopResponseSerializer,
     RunCancelRequestSerializer,
@@ -37,6 +38,7 @@ from agents.serializers import (
     TokenRequestSerializer,
     TokenResponseSerializer,
 )
+from agents.versions import versions_of
 from config.api import error_body
 from config.serializers import error_responses
 from config.throttle import signin_failure_record, signin_throttle_check
@@ -45,6 +47,9 @@ if TYPE_CHECKING:
     from rest_framework.permissions import _SupportsHasPermission
 
 logger = logging.getLogger(__name__)
+
+# The agent output names its current and candidate versions: loaded with the agent, not one query each.
+VERSION_FIELDS = ("current_version", "candidate_version")
 
 
 class TokenThrottle(AnonRateThrottle):
@@ -98,8 +103,19 @@ class TokenApi(APIView):
 class AgentListApi(APIView):
     @extend_schema(responses={200: AgentOutputSerializer(many=True), **error_responses(401)})
     def get(self, request: Request) -> Response:
-        agents = agents_visible_to(user=request.user).order_by("slug")
+        agents = agents_visible_to(user=request.user).select_related(*VERSION_FIELDS).order_by("slug")
         return Response(AgentOutputSerializer(agents, many=True).data)
+
+
+class AgentVersionListApi(APIView):
+    """An agent's versions, newest first. Operators only: versions hold playbooks and prompts."""
+
+    permission_classes = [IsOperator]
+
+    @extend_schema(responses={200: AgentVersionOutputSerializer(many=True), **error_responses(401, 403, 404)})
+    def get(self, request: Request, slug: str) -> Response:
+        agent = get_object_or_404(Agent, slug=slug)
+        return Response(AgentVersionOutputSerializer(versions_of(agent), many=True).data)
 
 
 class AgentDetailApi(APIView):
@@ -110,7 +126,7 @@ class AgentDetailApi(APIView):
 
     @extend_schema(responses={200: AgentOutputSerializer, **error_responses(401, 404)})
     def get(self, request: Request, slug: str) -> Response:
-        agent = get_object_or_404(agents_visible_to(user=request.user), slug=slug)
+        agent = get_object_or_404(agents_visible_to(user=request.user).select_related(*VERSION_FIELDS), slug=slug)
         return Response(AgentOutputSerializer(agent).data)
 
     @extend_schema(
@@ -218,7 +234,7 @@ class RunCreateApi(APIView):
 
 
 def _readable_run(request: Request, run_id: int) -> Run:
-    run = Run.objects.select_related("agent", "started_by").filter(pk=run_id).first()
+    run = Run.objects.select_related("agent", "started_by", "version").filter(pk=run_id).first()
     # One answer for "no such run" and "not yours to see": ids of others' runs stay unknown.
     if run is None or not may_read_run(user=request.user, run=run):
         raise NotFound("No such run.")

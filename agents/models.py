@@ -2,13 +2,13 @@ from __future__ import annotations
 
 import uuid
 from decimal import Decimal
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import Group
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
-from django.utils import timezone
 
 from agents.tools import registry
 
@@ -75,6 +75,9 @@ class Agent(models.Model):
     webhook_url = models.URLField(blank=True)
     webhook_secret = models.CharField(max_length=200, blank=True)
     enabled = models.BooleanField(default=True, help_text="Off is the kill switch: no new runs, running ones stop.")
+    current_version = models.ForeignKey("AgentVersion", models.SET_NULL, null=True, blank=True, related_name="+")
+    candidate_version = models.ForeignKey("AgentVersion", models.SET_NULL, null=True, blank=True, related_name="+")
+    canary_share = models.PositiveSmallIntegerField(default=0, validators=[MaxValueValidator(100)], help_text="0-100 %")
     owner = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="owned_agents"
     )
@@ -90,6 +93,13 @@ class Agent(models.Model):
 
     def __str__(self) -> str:
         return self.slug
+
+    behaviour_copy = False  # a run's copy with its version's behaviour (agents.versions): never saved
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if self.behaviour_copy:
+            raise ValueError(f"{self.slug}: a version's behaviour copy is not saved; use agents.versions.")
+        super().save(*args, **kwargs)
 
     def level_for(self, tool_name: str) -> int:
         return int(self.tool_levels.get(tool_name, self.autonomy_level))
@@ -154,6 +164,7 @@ RUN_MOVES: dict[str, frozenset[str]] = {
 
 class Run(models.Model):
     agent = models.ForeignKey(Agent, on_delete=models.PROTECT, related_name="runs")
+    version = models.ForeignKey("AgentVersion", null=True, blank=True, on_delete=models.PROTECT, related_name="runs")
     started_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="runs")
     status = models.CharField(max_length=12, choices=RunStatus.choices, default=RunStatus.QUEUED, db_index=True)
     input = models.JSONField(default=dict)
@@ -336,39 +347,19 @@ class GuardrailHitRecord(models.Model):
         return f"guardrail {self.name} ({self.effect}) at step {self.step} of run {self.run_id}"
 
 
-class IdempotencyKey(models.Model):
-    """A client's ``Idempotency-Key`` on a start of a run, and the answer it got (agents.idempotency).
-
-    Unique per user and key. ``response_status`` NULL: the first request is still in flight.
-    Purged by the sweeper after a day.
-    """
-
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
-    key = models.CharField(max_length=255)
-    # sha256 of the agent and the request body: the same key with another request is refused.
-    fingerprint = models.CharField(max_length=64)
-    response_status = models.PositiveSmallIntegerField(null=True, blank=True)
-    # The JSON body answered, as text: a retry gets it back key for key, in order.
-    response_body = models.TextField(blank=True)
-    created_at = models.DateTimeField(default=timezone.now, db_index=True)
-
-    class Meta:
-        constraints = [models.UniqueConstraint(fields=["user", "key"], name="idempotencykey_unique_user_key")]
-
-    def __str__(self) -> str:
-        return f"idempotency key of user {self.user_id}: {self.key[:40]}"
-
-
-# The demo tools' tables are tables of this app (its migrations, its admin); they are defined
-# beside the demo tools.
+# Tables of this app (its migrations, its admin) defined in modules of their own: the demo tools',
+# the idempotency keys', the MCP servers' and the versions'.
 from agents.demo.models import KnowledgeArticle, LedgerEntry, OutboxEmail, Ticket, TicketChange  # noqa: E402
+from agents.idempotency_models import IdempotencyKey  # noqa: E402
 from agents.mcp.models import McpServer, McpTool  # noqa: E402
+from agents.version_models import AgentVersion  # noqa: E402
 
 __all__ = [
     "RUN_MOVES",
     "TERMINAL_RUN_STATUSES",
     "TOOL_CALL_MOVES",
     "Agent",
+    "AgentVersion",
     "AutonomyLevel",
     "GuardrailHitRecord",
     "IdempotencyKey",

@@ -2,12 +2,36 @@ from __future__ import annotations
 
 from django.urls import path
 
-from agents.views import console, dashboard, reviewers, runs, trace
+from agents.views import console, dashboard, reviewers, runs, trace, versions
 
 urlpatterns = [
     path("console/", console.console, name="console"),
     path("console/agents/<slug:slug>/level/", console.console_agent_level, name="console-agent-level"),
     path("console/agents/<slug:slug>/enabled/", console.console_agent_enabled, name="console-agent-enabled"),
+    path("console/agents/<slug:slug>/versions/", versions.agent_versions, name="console-agent-versions"),
+    path(
+        "console/agents/<slug:slug>/versions/rollback/",
+        versions.agent_version_rollback,
+        name="console-agent-version-rollback",
+    ),
+    path(
+        "console/agents/<slug:slug>/versions/candidate/",
+        versions.agent_version_candidate,
+        name="console-agent-version-candidate",
+    ),
+    path("console/agents/<slug:slug>/canary/", versions.agent_canary_start, name="console-agent-canary"),
+    path(
+        "console/agents/<slug:slug>/canary/promote/",
+        versions.agent_canary_decide,
+        {"move": "promote"},
+        name="console-agent-canary-promote",
+    ),
+    path(
+        "console/agents/<slug:slug>/canary/rollback/",
+        versions.agent_canary_decide,
+        {"move": "rollback"},
+        name="console-agent-canary-rollback",
+    ),
     path("console/reviewers/", reviewers.console_reviewers, name="console-reviewers"),
     path("console/emergency-stop/", console.console_emergency_stop, name="console-emergency-stop"),
     path("console/rules/new/", console.console_rule, name="console-rule-new"),

@@ -12,7 +12,7 @@ from django.contrib.auth.models import User
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from agents.models import Agent, Run, RunFeedback, RunStatus, Step
+from agents.models import Agent, AgentVersion, Run, RunFeedback, RunStatus, Step
 from audit.types import JSON
 from config.serializers import JSONBodySerializer, NamedChoiceField
 
@@ -58,7 +58,13 @@ class TokenResponseSerializer(serializers.Serializer[TokenResponse]):
 # --- Agents -----------------------------------------------------------------------------------------
 
 
+def _version_number(help_text: str) -> serializers.SlugRelatedField[AgentVersion]:
+    return serializers.SlugRelatedField(slug_field="number", read_only=True, allow_null=True, help_text=help_text)
+
+
 class AgentOutputSerializer(serializers.ModelSerializer[Agent]):
+    current_version = _version_number("Number of the version new runs take (outside the canary share).")
+    candidate_version = _version_number("Number of the candidate version, or null.")
     tools = JSONStringListField(help_text="Names of the tools the agent may call.")
     tool_levels = JSONIntegerMapField(help_text="Autonomy level by tool, where it differs from autonomy_level.")
     input_schema = JSONObjectField(help_text="JSON Schema of a run's input.")
@@ -86,7 +92,22 @@ class AgentOutputSerializer(serializers.ModelSerializer[Agent]):
             "temperature",
             "max_tokens",
             "tool_choice",
+            "current_version",
+            "candidate_version",
+            "canary_share",
         ]
+
+
+class AgentVersionOutputSerializer(serializers.ModelSerializer[AgentVersion]):
+    based_on = _version_number("The version this one's diff is from (the current one when it was made).")
+    behaviour = JSONObjectField(help_text="The behaviour fields of this version.")
+    diff = JSONObjectField(help_text='{"field": {"old", "new"}} from based_on.')
+    author = serializers.CharField(source="author_name", read_only=True)
+
+    class Meta:
+        model = AgentVersion
+        fields = ["number", "behaviour", "diff", "based_on", "author", "reason", "created_at"]
+        read_only_fields = fields
 
 
 class AgentUpdateRequest(TypedDict):
@@ -151,6 +172,7 @@ class StepOutputSerializer(serializers.ModelSerializer[Step]):
 
 class RunOutputSerializer(serializers.ModelSerializer[Run]):
     agent: serializers.SlugRelatedField[Agent] = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    version = _version_number("Number of the agent version the run runs.")
     started_by: serializers.SlugRelatedField[User] = serializers.SlugRelatedField(slug_field="username", read_only=True)
     status = NamedChoiceField(enum_name="RunStatusEnum", choices=RunStatus.choices, read_only=True)
     steps = serializers.SerializerMethodField(help_text="Empty in the answers to create and cancel.")
@@ -160,6 +182,7 @@ class RunOutputSerializer(serializers.ModelSerializer[Run]):
         fields = [
             "id",
             "agent",
+            "version",
             "status",
             "input",
             "result",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from celery import shared_task
 
 from agents.idempotency import idempotency_keys_purge
+from agents.rollout import canary_guards_evaluate
 from agents.runtime import run_advance, runs_recover
 from approvals.decisions import approvals_sweep
 from config.doorbell import ADVANCE_RUN, RESUME_RUN
@@ -23,4 +24,4 @@ def resume_run(run_id: int) -> None:
 
 @shared_task(name="agents.tasks.sweep")  # type: ignore[untyped-decorator]  # celery ships no types
 def sweep() -> dict[str, int]:
-    return {**runs_recover(), **approvals_sweep(), **idempotency_keys_purge()}
+    return {**runs_recover(), **approvals_sweep(), **idempotency_keys_purge(), **canary_guards_evaluate()}

@@ -19,9 +19,11 @@ from django.core.mail import EmailMessage
 from django.db import connection, transaction
 from django.db.models import Q
 
+from agents.models import Agent
 from approvals.events import agent_group, event_message, user_group
 from approvals.models import Alert, ApprovalRequest, InboxEvent, WebhookDelivery
 from approvals.webhooks import alert_webhook_delivery_create, webhook_delivery_create
+from audit.types import JSONObject
 from config.doorbell import DELIVER_WEBHOOK, ring, send
 
 logger = logging.getLogger(__name__)
@@ -100,6 +102,15 @@ def webhook_enqueue(*, approval: ApprovalRequest, event: str) -> None:
         return
     delivery = webhook_delivery_create(approval=approval, event=event)
     # In its own task: a slow or failing receiver never blocks a decision.
+    ring(DELIVER_WEBHOOK, delivery.pk, on_failure=lambda: _mark_enqueue_lost(delivery.pk))
+
+
+def agent_webhook_enqueue(*, agent: Agent, event: str, payload: JSONObject) -> None:
+    """Inside the caller's transaction: a signed delivery of ``payload`` to the agent's webhook
+    (e.g. ``version.rolled_back`` from agents.rollout); its task after commit."""
+    if not agent.webhook_url:
+        return
+    delivery = WebhookDelivery.objects.create(agent=agent, event=event, payload={"event": event, **payload})
     ring(DELIVER_WEBHOOK, delivery.pk, on_failure=lambda: _mark_enqueue_lost(delivery.pk))
 
 

@@ -390,3 +390,8 @@ ADVISOR_DECISIONS = env_int("ADVISOR_DECISIONS", 50, minimum=1)
 ADVISOR_RAISE_UNCHANGED_SHARE = env_share("ADVISOR_RAISE_UNCHANGED_SHARE", 0.95)
 ADVISOR_LOWER_SHARE = env_share("ADVISOR_LOWER_SHARE", 0.2)
 ADVISOR_LOWER_MIN_DECISIONS = env_int("ADVISOR_LOWER_MIN_DECISIONS", 10, minimum=1)
+# Canary rollout (agents/rollout.py, checked by the sweep): a candidate whose rejection rate over WINDOW exceeds
+# FACTOR x the current version's, over at least MIN_DECISIONS of its decisions, is rolled back.
+CANARY_WINDOW_SECONDS = env_int("CANARY_WINDOW_SECONDS", 24 * 3600, minimum=60)
+CANARY_GUARD_MIN_DECISIONS = env_int("CANARY_GUARD_MIN_DECISIONS", 20, minimum=1)
+CANARY_GUARD_REJECTION_FACTOR = env_decimal("CANARY_GUARD_REJECTION_FACTOR", "2")
