@@ -230,7 +230,7 @@ def test_the_data_migration_gives_each_agent_without_a_version_version_1_and_its
 
     from django.apps import apps
 
-    migration = importlib.import_module("agents.migrations.0011_agentversion_first_versions")
+    migration = importlib.import_module("agents.migrations.0012_agentversion_first_versions")
     older = Agent.objects.create(slug="older", name="Older", objective="o", scope="s", tools=["kb_search"])
     run = Run.objects.create(agent=older, input={})
     migration.first_versions(apps, None)

@@ -25,7 +25,7 @@ def admin_operator(db) -> User:
     import importlib
 
     # The grant is migration data; a transactional test run earlier may have flushed it.
-    granted = importlib.import_module("agents.migrations.0009_mcp").OPERATOR_PERMISSIONS
+    granted = importlib.import_module("agents.migrations.0010_mcp").OPERATOR_PERMISSIONS
     operators, _ = Group.objects.get_or_create(name="operators")
     operators.permissions.add(*Permission.objects.filter(content_type__app_label="agents", codename__in=granted))
     user = make_user("ops", "operators")
