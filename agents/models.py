@@ -362,13 +362,20 @@ class IdempotencyKey(models.Model):
 # The demo tools' tables are tables of this app (its migrations, its admin); they are defined
 # beside the demo tools.
 from agents.demo.models import KnowledgeArticle, LedgerEntry, OutboxEmail, Ticket, TicketChange  # noqa: E402
+from agents.eval_models import EVAL_MOVES, Dataset, DatasetCase, EvalCaseResult, EvalRun, EvalStatus  # noqa: E402
 
 __all__ = [
+    "EVAL_MOVES",
     "RUN_MOVES",
     "TERMINAL_RUN_STATUSES",
     "TOOL_CALL_MOVES",
     "Agent",
     "AutonomyLevel",
+    "Dataset",
+    "DatasetCase",
+    "EvalCaseResult",
+    "EvalRun",
+    "EvalStatus",
     "GuardrailHitRecord",
     "IdempotencyKey",
     "KnowledgeArticle",
