@@ -10,6 +10,7 @@ from guardian.admin import GuardedModelAdmin
 
 from agents.models import Agent, KnowledgeArticle, LedgerEntry, OutboxEmail, Run, Step, Ticket, ToolCall
 from agents.operations import agent_set_enabled, agent_set_level
+from agents.versions import BEHAVIOUR_FIELDS, version_create
 from approvals.grants import grants_by
 from audit.services import audit_record, audited_atomic
 from config.admin_base import CHECKED_JSON_FIELDS, ReadOnlyAdmin
@@ -23,7 +24,7 @@ class AgentAdminForm(forms.ModelForm[Agent]):
     change_reason = forms.CharField(
         required=False,
         max_length=1000,
-        help_text="Required when the autonomy level, per-tool levels, tools or the kill switch change; audited.",
+        help_text="Required when the behaviour (a new version) or the kill switch changes; audited.",
     )
 
     class Meta:
@@ -60,7 +61,7 @@ class AgentAdminForm(forms.ModelForm[Agent]):
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean() or {}
-        changed = [name for name in AUDITED_FIELDS if name in self.changed_data]
+        changed = [name for name in dict.fromkeys([*AUDITED_FIELDS, *BEHAVIOUR_FIELDS]) if name in self.changed_data]
         if self.instance.pk and changed and not cleaned.get("change_reason"):
             self.add_error("change_reason", f"Say why {', '.join(changed)} changed.")
         return cleaned
@@ -110,6 +111,7 @@ class AgentAdmin(GuardedModelAdmin):
                     target=obj,
                     data={"tools": obj.tools, "autonomy_level": obj.autonomy_level},
                 )
+                version_create(agent=obj, author=request.user, reason="created in the admin")
             return
         # Levels and the kill switch go through the operator services the console and the API
         # call, so the admin validates, stops runs and audits exactly as they do.
@@ -134,6 +136,8 @@ class AgentAdmin(GuardedModelAdmin):
                 if level != old.tool_levels.get(tool):
                     agent_set_level(agent=obj, level=level, user=user, reason=reason, tool=tool)
             agent_set_enabled(agent=obj, enabled=wanted["enabled"], user=user, reason=reason)
+            # The rest of the behaviour saved by the form (a level change above made it a version already).
+            version_create(agent=obj, author=user, reason=reason)
             obj.refresh_from_db()
 
 

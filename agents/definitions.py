@@ -9,6 +9,7 @@ from django.core.exceptions import ValidationError
 
 from agents.models import Agent
 from agents.runtime.lifecycle import input_schema_problems, runs_stop_for_agent
+from agents.versions import BEHAVIOUR_FIELDS, version_create
 from audit.services import audit_record, audited_atomic
 
 
@@ -16,7 +17,8 @@ def agent_upsert(
     definition: dict[str, Any], *, owner: User | None = None, actor: User | str = "agent definitions"
 ) -> tuple[Agent, bool]:
     """Create or update an agent from a definition; validated before anything is saved, and
-    audited (created, or the fields that changed with their old and new values)."""
+    audited (created, or the fields that changed with their old and new values). A change of
+    behaviour is a new version (agents.versions)."""
     fields = {key: value for key, value in definition.items() if key != "slug"}
     known = {field.name for field in Agent._meta.get_fields()}
     unknown = sorted(set(fields) - known)
@@ -46,4 +48,7 @@ def agent_upsert(
             if "enabled" in changes and not agent.enabled:
                 # A definition that disables the agent is a kill switch like any other.
                 runs_stop_for_agent(agent=agent, user=None)
+        if created or set(changes) & set(BEHAVIOUR_FIELDS):
+            reason = "created from its definition" if created else "its definition changed"
+            version_create(agent=agent, author=actor, reason=reason)
     return agent, created

@@ -79,7 +79,10 @@ class EvalRun(models.Model):
 
     agent = models.ForeignKey("agents.Agent", on_delete=models.CASCADE, related_name="eval_runs")
     dataset = models.ForeignKey(Dataset, on_delete=models.PROTECT, related_name="eval_runs")
-    # The agent version evaluated; null: the agent as it is now.
+    # The agent version evaluated (its number kept beside it for the pages); null: the agent as it is now.
+    version = models.ForeignKey(
+        "agents.AgentVersion", null=True, blank=True, on_delete=models.PROTECT, related_name="eval_runs"
+    )
     version_number = models.PositiveIntegerField(null=True, blank=True)
     started_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import uuid
 from decimal import Decimal
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import Group
@@ -75,6 +76,9 @@ class Agent(models.Model):
     webhook_url = models.URLField(blank=True)
     webhook_secret = models.CharField(max_length=200, blank=True)
     enabled = models.BooleanField(default=True, help_text="Off is the kill switch: no new runs, running ones stop.")
+    current_version = models.ForeignKey("AgentVersion", models.SET_NULL, null=True, blank=True, related_name="+")
+    candidate_version = models.ForeignKey("AgentVersion", models.SET_NULL, null=True, blank=True, related_name="+")
+    canary_share = models.PositiveSmallIntegerField(default=0, validators=[MaxValueValidator(100)], help_text="0-100 %")
     owner = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="owned_agents"
     )
@@ -90,6 +94,13 @@ class Agent(models.Model):
 
     def __str__(self) -> str:
         return self.slug
+
+    behaviour_copy = False  # a run's copy with its version's behaviour (agents.versions): never saved
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if self.behaviour_copy:
+            raise ValueError(f"{self.slug}: a version's behaviour copy is not saved; use agents.versions.")
+        super().save(*args, **kwargs)
 
     def level_for(self, tool_name: str) -> int:
         return int(self.tool_levels.get(tool_name, self.autonomy_level))
@@ -154,6 +165,7 @@ RUN_MOVES: dict[str, frozenset[str]] = {
 
 class Run(models.Model):
     agent = models.ForeignKey(Agent, on_delete=models.PROTECT, related_name="runs")
+    version = models.ForeignKey("AgentVersion", null=True, blank=True, on_delete=models.PROTECT, related_name="runs")
     started_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="runs")
     status = models.CharField(max_length=12, choices=RunStatus.choices, default=RunStatus.QUEUED, db_index=True)
     input = models.JSONField(default=dict)
@@ -363,6 +375,7 @@ class IdempotencyKey(models.Model):
 # beside the demo tools.
 from agents.demo.models import KnowledgeArticle, LedgerEntry, OutboxEmail, Ticket, TicketChange  # noqa: E402
 from agents.eval_models import EVAL_MOVES, Dataset, DatasetCase, EvalCaseResult, EvalRun, EvalStatus  # noqa: E402
+from agents.version_models import AgentVersion  # noqa: E402
 
 __all__ = [
     "EVAL_MOVES",
@@ -370,6 +383,7 @@ __all__ = [
     "TERMINAL_RUN_STATUSES",
     "TOOL_CALL_MOVES",
     "Agent",
+    "AgentVersion",
     "AutonomyLevel",
     "Dataset",
     "DatasetCase",

@@ -10,6 +10,7 @@ from django.core.exceptions import ValidationError
 
 from agents.models import Agent
 from agents.runtime.lifecycle import runs_stop_for_agent
+from agents.versions import version_create
 from audit.services import audit_record, audited_atomic
 from audit.types import AnyUser
 from config.errors import DomainError
@@ -78,4 +79,5 @@ def agent_set_level(
             target=agent,
             data={"tool": tool, "old": old, "new": level, "reason": reason},
         )
+        version_create(agent=agent, author=user, reason=reason)
     return agent

@@ -16,8 +16,9 @@ from django.utils import timezone
 from agents.evaluation.engine import CaseTrace, case_run
 from agents.evaluation.matchers import calls_score, outcome_mismatch
 from agents.evaluation.metrics import aggregates
-from agents.models import EVAL_MOVES, Agent, Dataset, DatasetCase, EvalCaseResult, EvalRun, EvalStatus
+from agents.models import EVAL_MOVES, Agent, AgentVersion, Dataset, DatasetCase, EvalCaseResult, EvalRun, EvalStatus
 from agents.reasoners import reasoner_for
+from agents.versions import behaviour_of
 from audit.services import audit_record, audited_atomic
 from audit.types import AnyUser
 from config.doorbell import ring
@@ -43,11 +44,12 @@ def eval_run_create(
         raise DomainError(
             f"Dataset {dataset.name!r} belongs to another agent.", details={"dataset": ["not this agent's"]}
         )
-    behaviour_for(agent=agent, version_number=version_number)  # an unknown version is refused now
+    version = version_find(agent=agent, version_number=version_number)
     with audited_atomic():
         eval_run = EvalRun.objects.create(
             agent=agent,
             dataset=dataset,
+            version=version,
             version_number=version_number,
             started_by=user if user is not None and user.is_authenticated else None,
             cases_total=dataset.cases.count(),
@@ -63,13 +65,23 @@ def eval_run_create(
     return eval_run
 
 
-def behaviour_for(*, agent: Agent, version_number: int | None) -> Agent:
-    """The agent to evaluate: as it is now, or an unsaved agent with a version's behaviour."""
+def version_find(*, agent: Agent, version_number: int | None) -> AgentVersion | None:
+    """The agent's version ``version_number``; None for the agent as it is now."""
     if version_number is None:
-        return agent
-    raise DomainError(
-        f"{agent.slug} has no version {version_number}.", details={"version": [f"unknown version {version_number}"]}
-    )
+        return None
+    version = AgentVersion.objects.filter(agent=agent, number=version_number).select_related("agent").first()
+    if version is None:
+        raise DomainError(
+            f"{agent.slug} has no version {version_number}.", details={"version": [f"unknown version {version_number}"]}
+        )
+    return version
+
+
+def behaviour_for(eval_run: EvalRun) -> Agent:
+    """The agent to evaluate: as it is now, or an unsaved agent with its version's behaviour."""
+    if eval_run.version is None:
+        return eval_run.agent
+    return behaviour_of(eval_run.version)
 
 
 def eval_run_execute(*, eval_run_id: int, progress: Progress | None = None) -> EvalRun | None:
@@ -77,9 +89,9 @@ def eval_run_execute(*, eval_run_id: int, progress: Progress | None = None) -> E
     worker took it (or it is no longer queued)."""
     if not eval_run_move(eval_run_id=eval_run_id, to=EvalStatus.RUNNING, started_at=timezone.now()):
         return None
-    eval_run = EvalRun.objects.select_related("agent", "dataset", "started_by").get(pk=eval_run_id)
+    eval_run = EvalRun.objects.select_related("agent", "dataset", "started_by", "version__agent").get(pk=eval_run_id)
     try:
-        agent = behaviour_for(agent=eval_run.agent, version_number=eval_run.version_number)
+        agent = behaviour_for(eval_run)
         reasoner = reasoner_for(agent)
         for case in DatasetCase.objects.filter(dataset=eval_run.dataset).order_by("id"):
             trace = case_run(agent=agent, reasoner=reasoner, case_input=case.input, starter=eval_run.started_by)

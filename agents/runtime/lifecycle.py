@@ -16,6 +16,7 @@ from django.utils import timezone
 from agents import tracing
 from agents.models import Agent, Run, RunStatus
 from agents.runtime.status import run_move
+from agents.versions import version_for_new_run
 from approvals.decisions import approval_requests_cancel_for_run
 from approvals.guardrails import check_input
 from audit.redaction import Redactor
@@ -149,7 +150,16 @@ def run_create(
             redactions=redactor.mapping,
             enqueued_at=timezone.now(),
         )
-        audit_record(actor=user, action="agents.run.created", target=run, data={"input": payload})
+        # Under the agent's lock: the version (current, or the candidate for a canary share) is the
+        # one a concurrent promotion or rollback either left in place or already replaced.
+        run.version = version_for_new_run(agent, run_key=run.pk)
+        run.save(update_fields=["version"])
+        audit_record(
+            actor=user,
+            action="agents.run.created",
+            target=run,
+            data={"input": payload, "version": run.version.number},
+        )
         if on_created is not None:
             on_created(run)
         enqueue_advance(run.pk)

@@ -24,6 +24,7 @@ from agents.runtime.proposals import final_answer_hold, propose, wait_for_the_re
 from agents.runtime.resume import decisions_apply
 from agents.runtime.steps import guardrail_hits_record, reasoning_step, run_view
 from agents.tools import FINAL_ANSWER
+from agents.versions import behaviour_for_run
 from approvals.guardrails import GuardrailEffect, check_final
 from audit.redaction import Redactor
 from audit.services import audit_record, audited_atomic
@@ -31,14 +32,17 @@ from audit.services import audit_record, audited_atomic
 logger = logging.getLogger(__name__)
 
 MAX_INVALID_PROPOSALS = 3
-AGENT_LIMITS = ["enabled", "autonomy_level", "tool_levels", "max_steps", "max_cost", "max_wall_seconds", "on_reject"]
+# What the run takes from the live row at every step; the rest of its behaviour is its version's.
+AGENT_LIMITS = ["enabled"]
 
 
 def run_advance(*, run_id: int) -> None:
     lease = lease_take(run_id)
     if lease is None:
         return  # a redelivered copy, or a run that is waiting or finished: nothing to do
-    run = Run.objects.select_related("agent", "started_by").get(pk=run_id)
+    run = Run.objects.select_related("agent", "started_by", "version").get(pk=run_id)
+    # The one place the run's behaviour is chosen: its version's, on the live row (kill switch).
+    run.agent = behaviour_for_run(run)
     with audited_atomic():
         if run.started_at is None:
             run.started_at = timezone.now()
