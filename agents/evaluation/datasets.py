@@ -59,7 +59,7 @@ def cases_from_yaml(text: str) -> list[JSONObject]:
                 "name": str(entry.get("name") or ""),
                 "input": entry.get("input") or {},
                 "expected_calls": calls,
-                "expected_outcome": entry.get("expected_outcome"),
+                "expected_outcome": _written_outcome(entry.get("expected_outcome")),
                 "source": DatasetCase.Source.YAML,
             }
         )
@@ -159,6 +159,12 @@ def _written_call(call: Any) -> Any:
     if isinstance(call, dict) and isinstance(call.get("arguments"), dict):
         return {**call, "arguments": {field: matcher_from(value) for field, value in call["arguments"].items()}}
     return call
+
+
+def _written_outcome(outcome: Any) -> Any:
+    if isinstance(outcome, dict) and isinstance(outcome.get("answer"), dict):
+        return {**outcome, "answer": {field: matcher_from(value) for field, value in outcome["answer"].items()}}
+    return outcome
 
 
 def _equal_call(call: Any) -> Any:

@@ -20,6 +20,10 @@ class Command(BaseCommand):
         "calls. Prints each failing case and the aggregates; a progress bar on a terminal."
     )
 
+    def create_parser(self, prog_name: str, subcommand: str, **kwargs: Any) -> CommandParser:
+        # --version names the agent version here, not Django's: ours replaces the base option.
+        return super().create_parser(prog_name, subcommand, conflict_handler="resolve", **kwargs)
+
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--agent", required=True, metavar="SLUG")
         parser.add_argument("--dataset", required=True, metavar="NAME")
