@@ -73,10 +73,15 @@ def test_export_feedback_jsonl_becomes_cases_with_equal_matchers(support_agent, 
     assert case.source == "feedback" and case.expected_outcome == "succeeded"
     refund = next(call for call in case.expected_calls if call["tool"] == "issue_refund")
     assert refund["arguments"]["amount"] == {"equal": 33}
-    assert [call["tool"] for call in case.expected_calls] == ["kb_search", "issue_refund", "send_email", "update_ticket"]
+    assert [call["tool"] for call in case.expected_calls] == [
+        "kb_search",
+        "issue_refund",
+        "send_email",
+        "update_ticket",
+    ]
 
     (tmp_path / "bad.jsonl").write_text('{"run": 1}\n')
-    with pytest.raises(CommandError, match='line 1: not an export_feedback case'):
+    with pytest.raises(CommandError, match="line 1: not an export_feedback case"):
         imported(tmp_path / "bad.jsonl", "--name", "corrected")
     assert DatasetCase.objects.count() == 1
 

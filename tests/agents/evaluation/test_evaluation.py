@@ -120,7 +120,9 @@ def test_scores_a_dataset_with_a_known_answer_and_executes_nothing(support_agent
 
 def test_a_version_is_evaluated_with_its_own_behaviour(support_agent, dataset, starter):
     behaviour = {"tool_levels": {"issue_refund": 3, "update_ticket": 3}}
-    version = version_create(agent=support_agent, author=starter, reason="try review-after", behaviour=behaviour, candidate=True)
+    version = version_create(
+        agent=support_agent, author=starter, reason="try review-after", behaviour=behaviour, candidate=True
+    )
     before = side_effects()
     eval_run = evaluated(support_agent, dataset, starter, version_number=version.number)
     assert side_effects() == before
