@@ -9,7 +9,8 @@ from typing import Any, cast
 from django import forms
 from django.contrib.auth.models import User
 
-from agents.models import Agent, AutonomyLevel, Dataset, RunFeedback
+from agents.eval_models import Dataset
+from agents.models import Agent, AutonomyLevel, RunFeedback
 from agents.tools import registry
 from approvals.models import BusinessRule
 from config.errors import JSONRefused, JSONSyntaxError

@@ -371,25 +371,18 @@ class IdempotencyKey(models.Model):
         return f"idempotency key of user {self.user_id}: {self.key[:40]}"
 
 
-# The demo tools' tables are tables of this app (its migrations, its admin); they are defined
-# beside the demo tools.
+# Tables of this app (its migrations, its admin) defined beside their code: demo tools, evaluations.
+import agents.eval_models  # noqa: E402, F401
 from agents.demo.models import KnowledgeArticle, LedgerEntry, OutboxEmail, Ticket, TicketChange  # noqa: E402
-from agents.eval_models import EVAL_MOVES, Dataset, DatasetCase, EvalCaseResult, EvalRun, EvalStatus  # noqa: E402
 from agents.version_models import AgentVersion  # noqa: E402
 
 __all__ = [
-    "EVAL_MOVES",
     "RUN_MOVES",
     "TERMINAL_RUN_STATUSES",
     "TOOL_CALL_MOVES",
     "Agent",
     "AgentVersion",
     "AutonomyLevel",
-    "Dataset",
-    "DatasetCase",
-    "EvalCaseResult",
-    "EvalRun",
-    "EvalStatus",
     "GuardrailHitRecord",
     "IdempotencyKey",
     "KnowledgeArticle",

@@ -15,9 +15,10 @@ from typing import Any
 import yaml
 from django.db.models import Prefetch
 
+from agents.eval_models import Dataset, DatasetCase
 from agents.evaluation.matchers import expected_calls_errors, expected_outcome_errors, matcher_from
 from agents.feedback_cases import EXPECTED_DECISIONS
-from agents.models import TERMINAL_RUN_STATUSES, Agent, Dataset, DatasetCase, Run, RunStatus, ToolCall, ToolCallStatus
+from agents.models import TERMINAL_RUN_STATUSES, Agent, Run, RunStatus, ToolCall, ToolCallStatus
 from agents.tools import FINAL_ANSWER
 from approvals.models import ApprovalRequest
 from audit.services import audit_record, audited_atomic

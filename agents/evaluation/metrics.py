@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from agents.models import EvalCaseResult
+from agents.eval_models import EvalCaseResult
 
 MIN_CASES = 30
 Z_95 = 1.96

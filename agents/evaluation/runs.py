@@ -13,10 +13,11 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
+from agents.eval_models import EVAL_MOVES, Dataset, DatasetCase, EvalCaseResult, EvalRun, EvalStatus
 from agents.evaluation.engine import CaseTrace, case_run
 from agents.evaluation.matchers import calls_score, outcome_mismatch
 from agents.evaluation.metrics import aggregates
-from agents.models import EVAL_MOVES, Agent, AgentVersion, Dataset, DatasetCase, EvalCaseResult, EvalRun, EvalStatus
+from agents.models import Agent, AgentVersion
 from agents.reasoners import reasoner_for
 from agents.versions import behaviour_of
 from audit.services import audit_record, audited_atomic

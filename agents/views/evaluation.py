@@ -16,11 +16,12 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from agents.eval_models import Dataset, EvalRun, EvalStatus
 from agents.evaluation.datasets import cases_from_runs, dataset_import
 from agents.evaluation.metrics import METRICS, compared
 from agents.evaluation.runs import eval_run_create
 from agents.forms import DatasetPickForm, EvalCompareForm, EvalStartForm
-from agents.models import TERMINAL_RUN_STATUSES, Agent, Dataset, EvalRun, EvalStatus, Run
+from agents.models import TERMINAL_RUN_STATUSES, Agent, Run
 from agents.views.console import _require_operator
 from config.charts import Series, grouped_bars
 from config.errors import DomainError

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from agents.eval_models import EvalRun, EvalStatus
 from agents.evaluation.datasets import cases_from_yaml, dataset_import
-from agents.models import Agent, EvalRun, EvalStatus, LedgerEntry, OutboxEmail, Ticket, TicketChange
+from agents.models import Agent, LedgerEntry, OutboxEmail, Ticket, TicketChange
 from agents.versions import version_create
 from tests.approvals.whatif_scenario import scenario_make
 from tests.conftest import make_user

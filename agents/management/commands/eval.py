@@ -6,10 +6,11 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm import tqdm
 
+from agents.eval_models import Dataset, EvalCaseResult
 from agents.evaluation.metrics import METRICS
 from agents.evaluation.runs import eval_run_create, eval_run_execute
 from agents.management.commands.export_feedback import _Plain
-from agents.models import Agent, Dataset, EvalCaseResult
+from agents.models import Agent
 from config.errors import DomainError
 
 

@@ -8,9 +8,10 @@ import re
 import pytest
 from django.core.management import CommandError, call_command
 
+from agents.eval_models import Dataset, DatasetCase
 from agents.evaluation.datasets import cases_from_runs, dataset_import
 from agents.evaluation.runs import eval_run_create, eval_run_execute
-from agents.models import Dataset, DatasetCase, Ticket
+from agents.models import Ticket
 from tests.agents.feedback_runs import run_finished
 
 pytestmark = pytest.mark.django_db

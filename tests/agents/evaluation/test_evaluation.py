@@ -8,20 +8,11 @@ from decimal import Decimal
 import pytest
 from django.core.management import CommandError, call_command
 
+from agents.eval_models import Dataset, EvalRun, EvalStatus
 from agents.evaluation.datasets import cases_from_yaml, dataset_import
 from agents.evaluation.metrics import compared
 from agents.evaluation.runs import eval_run_create, eval_run_execute
-from agents.models import (
-    Dataset,
-    EvalRun,
-    EvalStatus,
-    LedgerEntry,
-    OutboxEmail,
-    Run,
-    Ticket,
-    TicketChange,
-    ToolCall,
-)
+from agents.models import LedgerEntry, OutboxEmail, Run, Ticket, TicketChange, ToolCall
 from agents.versions import version_create
 from approvals.models import ApprovalRequest
 from audit.models import AuditEvent

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from agents.eval_models import Dataset, DatasetCase, EvalRun
 from agents.evaluation.datasets import cases_from_yaml, dataset_import
 from agents.evaluation.runs import eval_run_execute
-from agents.models import Agent, Dataset, DatasetCase, EvalRun
+from agents.models import Agent
 from approvals.models import BusinessRule
 from tests.agents.feedback_runs import run_finished
 from tests.approvals.whatif_scenario import scenario_make
