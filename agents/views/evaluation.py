@@ -150,7 +150,7 @@ def dataset_pick(request: HttpRequest, slug: str) -> HttpResponse:
         .select_related("started_by")
         .order_by("-id")[:RECENT]
     )
-    form = DatasetPickForm(request.POST or None, run_ids=[run.pk for run in runs])
+    form = DatasetPickForm(request.POST if request.method == "POST" else None, run_ids=[run.pk for run in runs])
     if request.method == "POST" and form.is_valid():
         try:
             cases = cases_from_runs(agent=agent, run_ids=form.cleaned_data["runs"])

@@ -167,6 +167,27 @@ def test_the_eval_command_prints_failures_and_metrics(support_agent, dataset, st
     assert "  task success: 75.0 %" in text and "  escalation rate: 58.3 %" in text
     assert "4/4" in err.getvalue()  # the progress bar, on a terminal
 
+    version = version_create(
+        agent=support_agent, author=starter, reason="review after", behaviour={"autonomy_level": 3}, candidate=True
+    )
+    out = io.StringIO()
+    call_command(
+        "eval",
+        "--agent",
+        "support",
+        "--dataset",
+        "refunds",
+        "--version",
+        str(version.number),
+        "--as",
+        "operator",
+        stdout=out,
+    )
+    assert EvalRun.objects.latest("id").version_number == version.number
+    assert "  escalation rate: 8.3 %" in out.getvalue()  # only the 800 refund waits (rule >500)
+    with pytest.raises(CommandError, match="has no version 99"):
+        call_command("eval", "--agent", "support", "--dataset", "refunds", "--version", "99", "--as", "operator")
+
     with pytest.raises(CommandError, match="has no dataset 'nope'"):
         call_command("eval", "--agent", "support", "--dataset", "nope", "--as", starter.username)
     with pytest.raises(CommandError, match="no owner"):
