@@ -9,6 +9,7 @@ from typing import Any, cast
 from django import forms
 from django.contrib.auth.models import User
 
+from agents.eval_models import Dataset
 from agents.models import Agent, AutonomyLevel, RunFeedback
 from agents.tools import registry
 from approvals.models import BusinessRule
@@ -119,3 +120,45 @@ class RunFeedbackForm(forms.Form):
         widget=forms.Textarea(attrs={"rows": 3}),
         help_text="What the run should have done (optional).",
     )
+
+
+class EvalStartForm(forms.Form):
+    """An evaluation to start: a dataset (its agent is the one evaluated) and optionally a version."""
+
+    dataset: forms.ModelChoiceField[Dataset] = forms.ModelChoiceField(queryset=Dataset.objects.none())
+    version = forms.IntegerField(required=False, min_value=1, help_text="Blank: the agent as it is now.")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        datasets = Dataset.objects.select_related("agent").order_by("agent__slug", "name")
+        cast("forms.ModelChoiceField[Dataset]", self.fields["dataset"]).queryset = datasets
+
+
+class EvalCompareForm(forms.Form):
+    a = forms.IntegerField(min_value=1)
+    b = forms.IntegerField(min_value=1)
+
+
+class DatasetPickForm(forms.Form):
+    """Finished runs picked as cases of a dataset (made if new)."""
+
+    name = forms.CharField(max_length=200)
+    runs = forms.TypedMultipleChoiceField(coerce=int, choices=[], error_messages={"required": "Pick at least one run."})
+
+    def __init__(self, *args: Any, run_ids: list[int], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        cast(forms.TypedMultipleChoiceField, self.fields["runs"]).choices = [(pk, str(pk)) for pk in run_ids]
+
+
+class WhatIfForm(forms.Form):
+    """A level change to replay: the agent's, or one tool's; over the last ``days`` days."""
+
+    level = forms.TypedChoiceField(choices=LEVEL_CHOICES, coerce=int)
+    tool = forms.ChoiceField(required=False, choices=[])
+    days = forms.IntegerField(min_value=1, max_value=90, initial=30, required=False)
+    reason = forms.CharField(max_length=1000, required=False)
+
+    def __init__(self, *args: Any, agent: Agent, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        tools = [("", "all tools (agent level)")] + [(name, name) for name in agent.tools]
+        cast(forms.ChoiceField, self.fields["tool"]).choices = tools

@@ -348,7 +348,8 @@ class GuardrailHitRecord(models.Model):
 
 
 # Tables of this app (its migrations, its admin) defined in modules of their own: the demo tools',
-# the idempotency keys', the MCP servers' and the versions'.
+# the idempotency keys', the MCP servers', the versions' and the evaluations'.
+import agents.eval_models  # noqa: E402, F401
 from agents.demo.models import KnowledgeArticle, LedgerEntry, OutboxEmail, Ticket, TicketChange  # noqa: E402
 from agents.idempotency_models import IdempotencyKey  # noqa: E402
 from agents.mcp.models import McpServer, McpTool  # noqa: E402

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from agents.views import console, dashboard, reviewers, runs, trace, versions
+from agents.views import console, dashboard, evaluation, reviewers, runs, trace, versions, whatif
 
 urlpatterns = [
     path("console/", console.console, name="console"),
@@ -38,6 +38,13 @@ urlpatterns = [
     path("console/rules/<int:rule_id>/", console.console_rule, name="console-rule"),
     path("console/rules/<int:rule_id>/delete/", console.console_rule_delete, name="console-rule-delete"),
     path("console/assignments/", console.console_assignment, name="console-assignment"),
+    path("console/agents/<slug:slug>/whatif/", whatif.console_agent_whatif, name="console-agent-whatif"),
+    path("console/rules/whatif/", whatif.console_rule_whatif, name="console-rule-whatif"),
+    path("console/evaluations/", evaluation.evaluations, name="console-evaluations"),
+    path("console/evaluations/start/", evaluation.evaluation_start, name="console-evaluation-start"),
+    path("console/evaluations/compare/", evaluation.evaluation_compare, name="console-evaluation-compare"),
+    path("console/evaluations/<int:eval_run_id>/", evaluation.evaluation_detail, name="console-evaluation"),
+    path("console/agents/<slug:slug>/dataset-from-runs/", evaluation.dataset_pick, name="console-dataset-pick"),
     path("dashboard/", dashboard.dashboard, name="dashboard"),
     path("dashboard/agents/<slug:slug>/", dashboard.dashboard_agent, name="dashboard-agent"),
     path("runs/", runs.run_list, name="run-list"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
+from agents.evaluation.runs import EVALUATE, eval_run_execute
 from agents.idempotency import idempotency_keys_purge
 from agents.rollout import canary_guards_evaluate
 from agents.runtime import run_advance, runs_recover
@@ -25,3 +26,9 @@ def resume_run(run_id: int) -> None:
 @shared_task(name="agents.tasks.sweep")  # type: ignore[untyped-decorator]  # celery ships no types
 def sweep() -> dict[str, int]:
     return {**runs_recover(), **approvals_sweep(), **idempotency_keys_purge(), **canary_guards_evaluate()}
+
+
+@shared_task(name=EVALUATE)  # type: ignore[untyped-decorator]  # celery ships no types
+def evaluate(eval_run_id: int) -> None:
+    # Queued -> running is a conditional UPDATE: a second delivery finds it taken and returns.
+    eval_run_execute(eval_run_id=eval_run_id)

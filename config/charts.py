@@ -208,6 +208,48 @@ def stacked_bars(
     return _close(parts)
 
 
+def grouped_bars(
+    *,
+    title: str,
+    labels: Sequence[str],
+    series: Sequence[Series],
+    fmt: Formatter = plain,
+    empty: str = EMPTY,
+    top: float | None = None,
+) -> SafeString:
+    """One group per label, the series' bars side by side in the given order (e.g. two
+    evaluations, metric by metric); ``top`` fixes the scale (1 for shares)."""
+    values = [value for item in series for value in item.values if value is not None]
+    if not labels or not series or not values:
+        return _empty(title, empty, kind="grouped")
+    frame = _Frame(nice_ticks(top if top is not None else max(values)), len(labels), _legend_rows(series))
+    summary = "; ".join(
+        f"{item.name}: "
+        + ", ".join(
+            f"{label} {fmt(value)}" for label, value in zip(labels, item.values, strict=True) if value is not None
+        )
+        for item in series
+    )
+    parts = _open(title, summary, kind="grouped", height=HEIGHT)
+    parts += _axes(frame, labels, fmt)
+    parts.append('<g class="chart-bars">')
+    width = frame.slot * 0.8 / len(series)
+    for index, label in enumerate(labels):
+        for position, item in enumerate(series):
+            value = item.values[index]
+            if value is None:
+                continue
+            x = frame.x(index) + frame.slot * 0.1 + position * width
+            parts.append(
+                f'<rect class="{_css(item.css)}" x="{x:.1f}" y="{frame.y(value):.1f}" width="{width:.1f}" '
+                f'height="{frame.height_of(value):.1f}" data-value="{value:g}">'
+                f"<title>{escape(f'{item.name}, {label}: {fmt(value)}')}</title></rect>"
+            )
+    parts.append("</g>")
+    parts += _legend(series, frame)
+    return _close(parts)
+
+
 def histogram(
     *,
     title: str,

@@ -14,7 +14,7 @@ from agents.runtime.lease import Lease, hold
 from agents.runtime.lifecycle import enqueue_advance
 from agents.runtime.status import decided_calls, run_move, tool_call_move
 from agents.runtime.steps import guardrail_hits_record, reasoning_step, record_step
-from agents.tools import FINAL_ANSWER, Risk, ToolArgumentsInvalid, arguments_hash, registry
+from agents.tools import FINAL_ANSWER, Risk, Tool, ToolArgumentsInvalid, arguments_hash, registry
 from approvals.decisions import approval_request_create
 from approvals.guardrails import GuardrailHit
 from approvals.models import Verdict
@@ -47,9 +47,9 @@ def propose(run: Run, agent: Agent, action: Action, redactor: Redactor, *, lease
     return "invalid"
 
 
-def _propose_call(run: Run, agent: Agent, action: Action, redactor: Redactor, waits: list[Wait]) -> Outcome:
-    """Inside the run's transaction: one proposed call validated, judged and recorded; a call
-    that needs a person is added to ``waits``."""
+def proposal_checked(agent: Agent, action: Action, redactor: Redactor) -> tuple[Tool | None, Any, str]:
+    """The proposed call's tool and its validated real arguments, or the problem that refuses it.
+    Also what an evaluation checks its proposals with (agents.evaluation)."""
     tool = registry.get(action.tool)
     arguments = redactor.restore(action.arguments)
     problem = ""
@@ -64,7 +64,13 @@ def _propose_call(run: Run, agent: Agent, action: Action, redactor: Redactor, wa
             arguments = tool.validate_arguments(arguments)
         except ToolArgumentsInvalid as exc:
             problem = f"Arguments for {action.tool} are invalid: {json.dumps(exc.errors)}"
+    return tool, arguments, problem
 
+
+def _propose_call(run: Run, agent: Agent, action: Action, redactor: Redactor, waits: list[Wait]) -> Outcome:
+    """Inside the run's transaction: one proposed call validated, judged and recorded; a call
+    that needs a person is added to ``waits``."""
+    tool, arguments, problem = proposal_checked(agent, action, redactor)
     proposal = {
         "tool": action.tool,
         "arguments": action.arguments if problem else arguments,

@@ -6,7 +6,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from config.charts import Series, histogram, line_chart, nice_ticks, stacked_bars
+from config.charts import Series, grouped_bars, histogram, line_chart, nice_ticks, stacked_bars
 from tests.pages import SCRIPT
 
 SVG = "{http://www.w3.org/2000/svg}"
@@ -144,3 +144,26 @@ def test_many_labels_are_thinned_out():
 )
 def test_nice_ticks(top, ticks):
     assert nice_ticks(top) == pytest.approx(ticks)
+
+
+def test_grouped_bars_stand_side_by_side_on_a_fixed_scale():
+    root = parse(
+        grouped_bars(
+            title="Evaluations",
+            labels=["task success", "block rate"],
+            series=[Series(f"#1 {SCRIPT}", [0.5, 0.0], "a"), Series("#2", [1.0, 0.25], "b")],
+            top=1,
+        )
+    )
+    first, second = rects(root, "a"), rects(root, "b")
+    assert [r.get("data-value") for r in first] == ["0.5", "0"] and [r.get("data-value") for r in second] == [
+        "1",
+        "0.25",
+    ]
+    # Side by side: B's bar right of A's in each group, and twice as tall for twice the value.
+    assert float(second[0].get("x")) > float(first[0].get("x"))
+    assert float(second[0].get("height")) == pytest.approx(2 * float(first[0].get("height")))
+    texts = "".join(root.itertext())
+    assert SCRIPT in texts  # as text: the parser saw no element in it
+    assert not list(root.iter("script")) and not list(root.iter(f"{SVG}script"))
+    assert "No data" in grouped_bars(title="x", labels=["a"], series=[Series("s", [None])])
