@@ -299,3 +299,29 @@ def test_signing_out_elsewhere_closes_the_socket_without_any_event(support_agent
         assert closed == {"type": "websocket.close", "code": consumers.FORBIDDEN}
 
     async_to_sync(scenario)()
+
+
+def test_the_sockets_of_one_user_share_one_look_at_their_access(support_agent, assigned_reviewer, monkeypatch):
+    """500 sockets of one reviewer rechecking for one event cost one query, not 500; a change
+    made in the console (fresh) always reads again."""
+    import asyncio
+
+    reads: list[int] = []
+    real = consumers._current_access
+
+    def counted(user_id, session_key):
+        reads.append(user_id)
+        return real(user_id, session_key)
+
+    monkeypatch.setattr(consumers, "_current_access", counted)
+    monkeypatch.setattr(consumers, "_shared_access", {})
+
+    async def scenario():
+        looks = await asyncio.gather(*(consumers.shared_access(assigned_reviewer.pk, None) for _ in range(500)))
+        assert len(reads) == 1 and all(look == [support_agent.pk] for look in looks)
+        await consumers.shared_access(assigned_reviewer.pk, None)
+        assert len(reads) == 1  # younger than SHARED_ACCESS_SECONDS: reused
+        await consumers.shared_access(assigned_reviewer.pk, None, fresh=True)
+        assert len(reads) == 2
+
+    async_to_sync(scenario)()
