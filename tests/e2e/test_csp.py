@@ -10,6 +10,7 @@ import pytest
 from django.contrib.auth.models import User
 
 from agents.models import Run, RunStatus
+from audit.sealer import seal_pending
 from audit.services import audit_record
 from tests.conftest import PASSWORD
 from tests.e2e import test_inbox as inbox_tests
@@ -96,9 +97,10 @@ def test_every_page_works_under_the_policy(chromium: Browser, team: Team):
     trace = console.context.new_page()
     trace.goto(f"{chromium.server.url}/runs/{run.pk}/")
     expect(trace.locator("#run-status")).to_have_text("succeeded")
+    seal_pending()  # as the running sealer does within a second
     admin = console.context.new_page()
     admin.goto(f"{chromium.server.url}/admin/audit/auditevent/")
-    expect(admin.locator(".audit-head")).to_contain_text("Chain head")
+    expect(admin.locator(".audit-head")).to_contain_text("Latest checkpoint")
     # The audit page's own style sheet applies (it used to be an inline style attribute).
     assert admin.locator(".audit-head").evaluate("node => getComputedStyle(node).marginBottom") == "12px"
     for page in (console, trace, admin):
