@@ -134,7 +134,9 @@ def webhooks_ring_lost(*, now: datetime) -> int:
     lost = list(
         WebhookDelivery.objects.filter(
             Q(enqueue_lost=True) | Q(created_at__lt=stale), delivered_at__isnull=True, attempts=0
-        ).values_list("pk", flat=True)[:500]
+        )
+        .order_by("pk")  # oldest first, as they were meant to go
+        .values_list("pk", flat=True)[:500]
     )
     for delivery_id in lost:
         WebhookDelivery.objects.filter(pk=delivery_id).update(enqueue_lost=False)

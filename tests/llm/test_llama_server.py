@@ -76,7 +76,9 @@ def test_a_refund_reasoned_by_a_real_model_is_checkpointed_like_any_other(
     from guardian.shortcuts import assign_perm
 
     assign_perm("review_agent", other_reviewer, llm_support)
-    ticket = Ticket.objects.get()
+    # The same ticket id in every database: with temperature 0 the model then sees the same
+    # prompt, and answers the same, on every run.
+    ticket = Ticket.objects.create(pk=700, subject="Broken kettle", customer_email=EMAIL)
     payload = {
         "ticket_id": ticket.pk,
         "customer_email": EMAIL,
