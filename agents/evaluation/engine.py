@@ -19,9 +19,10 @@ from typing import Any
 
 from agents.models import Agent
 from agents.reasoners import Action, Reasoner, ReasonerError
-from agents.reasoners.base import ModelSettings, RunView, ToolSpec
+from agents.reasoners.base import RunView
 from agents.runtime.proposals import proposal_checked
-from agents.tools import Tool, ToolContext, registry
+from agents.runtime.steps import reasoner_view
+from agents.tools import Tool, ToolContext
 from approvals.guardrails import GuardrailEffect, check_final
 from approvals.models import Verdict
 from approvals.policy import RunContext, checkpoint_verdict
@@ -77,22 +78,7 @@ def case_run(*, agent: Agent, reasoner: Reasoner, case_input: JSONObject, starte
 
 
 def _view(agent: Agent, case_input: JSONObject, history: list[JSONObject], redactor: Redactor) -> RunView:
-    tools = [ToolSpec(n, registry[n].description, registry[n].input_schema()) for n in agent.tools if n in registry]
-    return RunView(
-        objective=agent.objective,
-        scope=agent.scope,
-        system_prompt=agent.system_prompt,
-        input=redactor.redact(case_input),
-        history=redactor.redact(history),
-        tools=tools,
-        playbook=agent.playbook,
-        model=ModelSettings(
-            model=agent.llm_model,
-            temperature=agent.temperature,
-            max_tokens=agent.max_tokens,
-            tool_choice=agent.tool_choice,
-        ),
-    )
+    return reasoner_view(agent, input=case_input, history=history, redactor=redactor)
 
 
 def _count(trace: CaseTrace, action: Action) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 from django.db import connection
 
 from agents import tracing
-from agents.models import GuardrailHitRecord, Run, Step
+from agents.models import Agent, GuardrailHitRecord, Run, Step
 from agents.reasoners import Action
 from agents.reasoners.base import ModelSettings, RunView, ToolSpec
 from agents.tools import registry
@@ -147,6 +147,12 @@ def run_view(run: Run, redactor: Redactor) -> RunView:
                     "comment": data.get("comment", ""),
                 }
             )
+    return reasoner_view(agent, input=run.input, history=history, redactor=redactor)
+
+
+def reasoner_view(agent: Agent, *, input: Any, history: list[dict[str, Any]], redactor: Redactor) -> RunView:
+    """The redacted view of an input and its history under the agent's behaviour: what a run's
+    reasoner sees, and what an evaluation case's sees."""
     tools = [
         ToolSpec(name, registry[name].description, registry[name].input_schema())
         for name in agent.tools
@@ -156,7 +162,7 @@ def run_view(run: Run, redactor: Redactor) -> RunView:
         objective=agent.objective,
         scope=agent.scope,
         system_prompt=agent.system_prompt,
-        input=redactor.redact(run.input),
+        input=redactor.redact(input),
         history=redactor.redact(history),
         tools=tools,
         playbook=agent.playbook,
