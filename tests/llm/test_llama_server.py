@@ -22,7 +22,8 @@ from approvals.models import ApprovalRequest, ApprovalStatus, Verdict
 from audit.sealer import seal_pending
 from tests.llm.server import MODEL_ALIAS, LlamaServer, RecordingRelay
 
-pytestmark = [pytest.mark.llm, pytest.mark.django_db(transaction=True)]
+# A model call takes 4 s on an idle machine and a minute on a loaded one; a run makes two or three.
+pytestmark = [pytest.mark.llm, pytest.mark.django_db(transaction=True), pytest.mark.timeout(900)]
 
 CARD = "4111 1111 1111 1111"
 EMAIL = "jane@example.com"
