@@ -72,8 +72,10 @@ def decide_all(approval: ApprovalRequest, reviewers, *, arguments: dict) -> None
 
 
 def test_a_refund_reasoned_by_a_real_model_is_checkpointed_like_any_other(
-    llm_support, starter, assigned_reviewer, other_reviewer, relay
+    llm_support, starter, assigned_reviewer, other_reviewer, relay, doorbells
 ):
+    """The run is driven here, step by step (``doorbells`` keeps it off the broker, where a
+    live worker of an earlier test would advance it too)."""
     from guardian.shortcuts import assign_perm
 
     assign_perm("review_agent", other_reviewer, llm_support)
