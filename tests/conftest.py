@@ -25,6 +25,33 @@ def fast_password_hasher() -> Iterator[None]:
         yield
 
 
+@pytest.fixture(scope="session", autouse=True)
+def flush_retries_a_deadlock() -> Iterator[None]:
+    """The TRUNCATE that empties the database after a transactional test locks every table; a
+    live server still answering the test's last request (its read holds one table, it waits for
+    another) makes PostgreSQL abort one of the two. The flush's transaction is rolled back
+    whole, so it is run again once the other has finished."""
+    from django.db import OperationalError
+    from django.db.backends.base.operations import BaseDatabaseOperations
+
+    original = BaseDatabaseOperations.execute_sql_flush
+
+    def execute_sql_flush(self: BaseDatabaseOperations, sql_list: list[str]) -> None:
+        for attempt in range(5):
+            try:
+                original(self, sql_list)
+                return
+            except OperationalError as exc:
+                if "deadlock detected" not in str(exc) or attempt == 4:
+                    raise
+
+    BaseDatabaseOperations.execute_sql_flush = execute_sql_flush  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        BaseDatabaseOperations.execute_sql_flush = original  # type: ignore[method-assign]
+
+
 @pytest.fixture(autouse=True)
 def grants_by_the_system() -> Iterator[None]:
     """Rights a test sets up itself (assign_perm, groups.add) are the deployment's, as seed_demo's
