@@ -59,9 +59,13 @@ def commit() -> str:
         return "unknown"
 
 
-def measure_stack(stack: str, *, scale: float) -> list[Measure]:
-    """Everything, in an order that keeps each measure's preconditions: no worker while runs
-    are driven in this process, the worker up for resumes and throughput, none for the pages."""
+PHASES = ("step", "checkpoint", "fanout", "resume", "throughput", "decisions", "audit", "seal", "pages")
+
+
+def measure_stack(stack: str, *, scale: float, only: frozenset[str] = frozenset(PHASES)) -> list[Measure]:
+    """Everything (or the phases in ``only``), in an order that keeps each measure's
+    preconditions: no worker while runs are driven in this process, the worker up for resumes
+    and throughput, none for the pages."""
     from bench import stack as parts
 
     parts.django_setup()
@@ -82,30 +86,45 @@ def measure_stack(stack: str, *, scale: float) -> list[Measure]:
         worker = parts.worker()
         asgi.start()
         try:
-            say(f"[{stack}] {connection.vendor}: orchestration per step")
-            measures.append(capacity.step_overhead(world, runs=sized(NOOP_RUNS)))
-            say(f"[{stack}] checkpoint → browser, fan-out to {FANOUT_SOCKETS}")
-            measures.append(latency.checkpoint_to_browser(asgi, world, n=sized(CHECKPOINTS)))
-            measures.append(latency.fanout(asgi, world, sockets=FANOUT_SOCKETS, events=sized(FANOUT_EVENTS)))
+            if "step" in only:
+                say(f"[{stack}] {connection.vendor}: orchestration per step")
+                measures.append(capacity.step_overhead(world, runs=sized(NOOP_RUNS)))
+            if "checkpoint" in only:
+                say(f"[{stack}] checkpoint → browser")
+                measures.append(latency.checkpoint_to_browser(asgi, world, n=sized(CHECKPOINTS)))
+            if "fanout" in only:
+                say(f"[{stack}] fan-out to {FANOUT_SOCKETS}")
+                measures.append(latency.fanout(asgi, world, sockets=FANOUT_SOCKETS, events=sized(FANOUT_EVENTS)))
             queues_purge()  # the doorbells of the runs driven here: no worker must take them later
-            worker.start()
-            say(f"[{stack}] decision → resume; runs through 2 worker processes")
-            measures.append(latency.decision_to_resume(asgi, world, runs_waiting()[: sized(RESUMES)]))
-            measures.extend(capacity.runs_and_steps_per_second(world, runs=sized(BURST_RUNS)))
-            worker.wait_idle()
-            worker.stop()
-            decisions = sized(DECISIONS)
-            for _ in range(decisions - len(runs_waiting())):
-                checkpoint_reach(world)
-            say(f"[{stack}] {decisions} decisions from {DECISION_CLIENTS} clients")
-            measures.append(
-                capacity.decisions_per_second(asgi.url, world, runs_waiting()[:decisions], clients=DECISION_CLIENTS)
-            )
-            queues_purge()
-            say(f"[{stack}] audit appends, verify, export, seal lag")
-            measures.extend(capacity.audit_measures(appends=sized(AUDIT_APPENDS)))
-            measures.append(capacity.audit_seal_lag(events=sized(SEAL_EVENTS)))
-            measures.extend(_pages(asgi.url, world, fill=sized(FILL), requests=sized(PAGE_REQUESTS)))
+            if {"resume", "throughput"} & only:
+                worker.start()
+                say(f"[{stack}] decision → resume; runs through 2 worker processes")
+                if "resume" in only:
+                    resumes = sized(RESUMES)
+                    while len(runs_waiting()) < resumes:
+                        checkpoint_reach(world)
+                    measures.append(latency.decision_to_resume(asgi, world, runs_waiting()[:resumes]))
+                if "throughput" in only:
+                    measures.extend(capacity.runs_and_steps_per_second(world, runs=sized(BURST_RUNS)))
+                worker.wait_idle()
+                worker.stop()
+            if "decisions" in only:
+                decisions = sized(DECISIONS)
+                for _ in range(decisions - len(runs_waiting())):
+                    checkpoint_reach(world)
+                say(f"[{stack}] {decisions} decisions from {DECISION_CLIENTS} clients")
+                measures.append(
+                    capacity.decisions_per_second(asgi.url, world, runs_waiting()[:decisions], clients=DECISION_CLIENTS)
+                )
+                queues_purge()
+            if "audit" in only:
+                say(f"[{stack}] audit appends, verify, export")
+                measures.extend(capacity.audit_measures(appends=sized(AUDIT_APPENDS)))
+            if "seal" in only:
+                say(f"[{stack}] seal lag")
+                measures.append(capacity.audit_seal_lag(events=sized(SEAL_EVENTS)))
+            if "pages" in only:
+                measures.extend(_pages(asgi.url, world, fill=sized(FILL), requests=sized(PAGE_REQUESTS)))
         finally:
             worker.stop()
             asgi.stop()
@@ -134,14 +153,22 @@ def _pages(base_url: str, world: World, *, fill: int, requests: int) -> list[Mea
     ]
 
 
-def run_stack(stack: str, *, scale: float) -> int:
-    measures = measure_stack(stack, scale=scale)
+def run_stack(stack: str, *, scale: float, only: frozenset[str]) -> int:
+    measures = measure_stack(stack, scale=scale, only=only)
     document = results_document(stack=stack, machine=machine(), commit=commit(), measures=measures)
-    path = results_write(document, directory=RESULTS, date=datetime.date.today().isoformat())
     print(f"\n{stack} stack ({document['machine']}, commit {document['commit']}):")
     print(table(measures))
-    print(f"written to {path.relative_to(BASE_DIR)}")
+    if only == frozenset(PHASES):  # a partial run is a check, not a result
+        path = results_write(document, directory=RESULTS, date=datetime.date.today().isoformat())
+        print(f"written to {path.relative_to(BASE_DIR)}")
     return 0
+
+
+def phases(text: str) -> frozenset[str]:
+    chosen = frozenset(name.strip() for name in text.split(",") if name.strip())
+    if unknown := chosen - frozenset(PHASES):
+        raise argparse.ArgumentTypeError(f"unknown phase {', '.join(sorted(unknown))}; phases: {', '.join(PHASES)}")
+    return chosen
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -151,15 +178,22 @@ def main(argv: list[str] | None = None) -> int:
         "--var-dir", type=Path, default=BASE_DIR / "var" / "bench", help="where each stack keeps its files"
     )
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every n by this (a quick check: 0.1)")
+    parser.add_argument(
+        "--only",
+        type=phases,
+        default=frozenset(PHASES),
+        help=f"comma-separated phases, for a check that writes no results ({', '.join(PHASES)})",
+    )
     args = parser.parse_args(argv)
     if args.stack != "both" and os.environ.get("COUNTERSIGN_BENCH_CHILD"):
-        return run_stack(args.stack, scale=args.scale)
+        return run_stack(args.stack, scale=args.scale, only=args.only)
     stacks = STACKS if args.stack == "both" else (args.stack,)
     failed = 0
     for stack in stacks:
         env = stack_env(stack, base=dict(os.environ), var_dir=args.var_dir.resolve())
         env["COUNTERSIGN_BENCH_CHILD"] = "1"
         command = [sys.executable, "-m", "bench", "--stack", stack, "--scale", str(args.scale)]
+        command += ["--only", ",".join(sorted(args.only))]
         done = subprocess.run(command, cwd=BASE_DIR, env=env, check=False)
         failed += done.returncode != 0
     return 1 if failed else 0
