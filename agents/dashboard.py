@@ -7,7 +7,10 @@ starts, computed here in the current time zone, rather than ``Trunc``: on SQLite
 Python function called for every row (over a second for 100,000 runs), a CASE is plain SQL on
 both databases and gives the same buckets. Percentiles come from bucket counts, with the bounds and the
 interpolation of Prometheus' ``histogram_quantile`` over the same buckets /metrics exports
-(``config.metrics``), so the dashboard and a Grafana panel on the scrape agree.
+(``config.metrics``), so the dashboard and a Grafana panel on the scrape agree. The steps come
+from their hourly roll-up plus the steps of the hours not rolled up yet (``agents.rollup_models``),
+an hour's row landing in the bucket that holds its start (time zones a whole number of hours from
+UTC, as the day buckets need).
 
 Operators and auditors see every agent (``agents.permissions.agents_visible_to``), and the
 dashboard is theirs only (``may_see_dashboard``): the reads take no user.
@@ -24,9 +27,10 @@ from typing import Any, Literal
 from django.db.models import Case, Count, F, FloatField, Func, IntegerField, Min, Q, QuerySet, Sum, Value, When
 from django.utils import timezone
 
-from agents.models import Agent, Run, RunStatus, Step
+from agents.models import Agent, Run, RunStatus
+from agents.rollup_models import STEP_BOUNDS_MS, step_groups
 from approvals.models import ApprovalKind, ApprovalRequest, ApprovalStatus
-from config.metrics import DECISION_BUCKETS, STEP_BUCKETS
+from config.metrics import DECISION_BUCKETS
 
 Unit = Literal["hour", "day"]
 # The outcomes of a run as the charts stack them; queued, running and waiting are "in progress".
@@ -40,7 +44,6 @@ OUTCOMES: tuple[str, ...] = (
 # How an approval request (kind "approval") ended: approved unchanged, edited, rejected, expired
 # or cancelled with its run (as countersign_approvals' outcome label says).
 ENDINGS: tuple[str, ...] = ("approved", "edited", "rejected", "expired", "cancelled")
-STEP_BOUNDS_MS: tuple[int, ...] = tuple(round(bound * 1000) for bound in STEP_BUCKETS)
 TOP_STARTERS = 10
 RECENT = 10
 
@@ -112,8 +115,10 @@ class Latency:
     cumulative: list[int] = field(default_factory=lambda: [0] * len(STEP_BOUNDS_MS))
 
     def add(self, row: dict[str, Any]) -> None:
+        """Add a group of ``row["n"]`` steps in latency bucket ``row["by_le"]`` (past the last bound:
+        counted in the total only)."""
         self.total += row["n"]
-        self.cumulative = [have + row[f"le_{i}"] for i, have in enumerate(self.cumulative)]
+        self.cumulative = [have + (row["n"] if i >= row["by_le"] else 0) for i, have in enumerate(self.cumulative)]
 
     def quantile(self, q: float) -> float | None:
         return bucket_quantile(q, STEP_BOUNDS_MS, self.cumulative, self.total)
@@ -270,9 +275,8 @@ def dashboard_for(*, window: Window, agent: Agent | None = None, now: datetime |
             summary.runs[outcome] += row["n"]
             summary.cost += cost
 
-    steps = _scoped(Step.objects.filter(**in_window), agent, "run__agent_id")
-    for row in _step_rows(steps, buckets):
-        position, summary = place(row, "run__agent_id")
+    for row in _step_rows(buckets, since=since, until=until, agent=agent):
+        position, summary = row["by_window"], summaries.get(row["by_agent"])
         if position is not None:
             result.latency[position].add(row)
         if summary is not None:
@@ -308,13 +312,18 @@ def _run_rows(runs: QuerySet[Run], buckets: Sequence[datetime]) -> QuerySet[Any]
     )
 
 
-def _step_rows(steps: QuerySet[Step], buckets: Sequence[datetime]) -> QuerySet[Any]:
-    at_most = {f"le_{i}": Count("pk", filter=Q(latency_ms__lte=bound)) for i, bound in enumerate(STEP_BOUNDS_MS)}
-    return (
-        steps.order_by()
-        .annotate(bucket=bucket_of("created_at", buckets))
-        .values("bucket", "run__agent_id")
-        .annotate(n=Count("pk"), **at_most)
+def _step_rows(
+    buckets: Sequence[datetime], *, since: datetime, until: datetime, agent: Agent | None
+) -> list[dict[str, Any]]:
+    """The window's steps by window bucket, agent and latency bucket: the hourly roll-up and the
+    steps not rolled up yet, in one query (``agents.rollup_models``)."""
+    window = (bucket_of("hour", buckets), bucket_of("created_at", buckets))
+    return step_groups(
+        group_by=["by_window", "by_agent", "by_le"],
+        since=since,
+        until=until,
+        agent_id=agent.pk if agent is not None else None,
+        extra={"by_window": window},
     )
 
 

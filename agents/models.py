@@ -348,11 +348,12 @@ class GuardrailHitRecord(models.Model):
 
 
 # Tables of this app (its migrations, its admin) defined in modules of their own: the demo tools',
-# the idempotency keys', the MCP servers', the versions' and the evaluations'.
+# the idempotency keys', the MCP servers', the roll-ups', the versions' and the evaluations'.
 import agents.eval_models  # noqa: E402, F401
 from agents.demo.models import KnowledgeArticle, LedgerEntry, OutboxEmail, Ticket, TicketChange  # noqa: E402
 from agents.idempotency_models import IdempotencyKey  # noqa: E402
 from agents.mcp.models import McpServer, McpTool  # noqa: E402
+from agents.rollup_models import RollupMark, StepHour  # noqa: E402
 from agents.version_models import AgentVersion  # noqa: E402
 
 __all__ = [
@@ -369,10 +370,12 @@ __all__ = [
     "McpServer",
     "McpTool",
     "OutboxEmail",
+    "RollupMark",
     "Run",
     "RunFeedback",
     "RunStatus",
     "Step",
+    "StepHour",
     "Ticket",
     "TicketChange",
     "ToolCall",
