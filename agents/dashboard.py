@@ -8,7 +8,7 @@ Python function called for every row (over a second for 100,000 runs), a CASE is
 both databases and gives the same buckets. Percentiles come from bucket counts, with the bounds and the
 interpolation of Prometheus' ``histogram_quantile`` over the same buckets /metrics exports
 (``config.metrics``), so the dashboard and a Grafana panel on the scrape agree. The steps come
-from their hourly roll-up plus the steps of the hours not rolled up yet (``agents.rollup_models``),
+from their hourly roll-up plus the steps of the hours not rolled up yet (``agents.rollup_reads``),
 an hour's row landing in the bucket that holds its start (time zones a whole number of hours from
 UTC, as the day buckets need).
 
@@ -24,11 +24,22 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
 
-from django.db.models import Case, Count, F, FloatField, Func, IntegerField, Min, Q, QuerySet, Sum, Value, When
+from django.contrib.auth.models import User
+from django.db.models import (
+    Count,
+    Min,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    Sum,
+)
 from django.utils import timezone
 
+from agents.dashboard_sql import SecondsBetween, bucket_of
 from agents.models import Agent, Run, RunStatus
-from agents.rollup_models import STEP_BOUNDS_MS, step_groups
+from agents.rollup_models import STEP_BOUNDS_MS
+from agents.rollup_reads import step_groups
 from approvals.models import ApprovalKind, ApprovalRequest, ApprovalStatus
 from config.metrics import DECISION_BUCKETS
 
@@ -79,13 +90,6 @@ WINDOWS: dict[str, Window] = {
     "30d": Window("30d", "30 days", 30, "day"),
 }
 DEFAULT_WINDOW = "24h"
-
-
-def bucket_of(field_name: str, starts: Sequence[datetime]) -> Case:
-    """The index of the bucket a row's ``field_name`` falls in (``starts`` oldest first; rows
-    before the first start get NULL): the latest start it is not before."""
-    whens = [When(**{f"{field_name}__gte": start}, then=Value(i)) for i, start in reversed(list(enumerate(starts)))]
-    return Case(*whens, default=None, output_field=IntegerField())
 
 
 def bucket_quantile(q: float, bounds: Sequence[float], cumulative: Sequence[int], total: int) -> float | None:
@@ -196,40 +200,13 @@ class Dashboard:
         return merged
 
 
-class SecondsBetween(Func):
-    """Seconds from one time field to another, worked out by the database itself.
-
-    ``config.metrics.between`` subtracts the fields as a duration, which SQLite does in a Python
-    function called for every row (and thirteen times a row in a histogram); this is plain SQL on
-    both databases, so the decision histogram costs what a count costs.
-    """
-
-    output_field = FloatField()
-    # PostgreSQL: the interval end - start, in seconds.
-    template = "EXTRACT(EPOCH FROM (%(expressions)s))"
-    arg_joiner = " - "
-
-    def __init__(self, start: str, end: str) -> None:
-        super().__init__(F(end), F(start))
-
-    def as_sqlite(self, compiler: Any, connection: Any, **extra: Any) -> Any:
-        return self.as_sql(
-            compiler,
-            connection,
-            template="((julianday(%(expressions)s)) * 86400.0)",
-            arg_joiner=") - julianday(",
-            **extra,
-        )
-
-
 def _outcome(status: str) -> str:
     return status if status in OUTCOMES else "in_progress"
 
 
 def _ending(row: dict[str, Any]) -> list[tuple[str, int]]:
-    status, n, edited = row["status"], row["n"], row["edited"]
-    if status == ApprovalStatus.APPROVED:
-        return [("approved", n - edited), ("edited", edited)]
+    # An approved request counts as approved here; the edited ones move over in dashboard_for.
+    status, n = row["status"], row["n"]
     return [(status, n)] if status in ENDINGS else []
 
 
@@ -239,7 +216,7 @@ def _scoped(queryset: QuerySet[Any], agent: Agent | None, path: str) -> QuerySet
 
 def dashboard_for(*, window: Window, agent: Agent | None = None, now: datetime | None = None) -> Dashboard:
     """Everything the dashboard shows for ``window``, of every agent or only of ``agent``:
-    seven grouped queries (six with ``agent``, whose row the caller has), whatever the data."""
+    nine queries (eight with ``agent``, whose row the caller has), whatever the data."""
     now = now or timezone.now()
     buckets = window.buckets(now=now)
     since, until = buckets[0], window.end(now=now)
@@ -283,15 +260,17 @@ def dashboard_for(*, window: Window, agent: Agent | None = None, now: datetime |
             summary.latency.add(row)
 
     requests = _scoped(ApprovalRequest.objects.filter(**in_window), agent, "agent_id")
-    for row in _approval_rows(requests.filter(kind=ApprovalKind.APPROVAL), buckets):
+    approvals = requests.filter(kind=ApprovalKind.APPROVAL)
+    edited = [(row, [("approved", -row["n"]), ("edited", row["n"])]) for row in _edited_rows(approvals, buckets)]
+    for row, endings in [*((row, _ending(row)) for row in _approval_rows(approvals, buckets)), *edited]:
         position, summary = place(row)
-        for ending, n in _ending(row):
+        for ending, n in endings:
             if position is not None:
                 result.endings[ending][position] += n
             if summary is not None:
                 summary.endings[ending] += n
         if summary is not None:
-            summary.escalated += row["escalated"]
+            summary.escalated += row.get("escalated", 0)
 
     pending = _scoped(ApprovalRequest.objects.filter(status=ApprovalStatus.PENDING), agent, "agent_id")
     for row in pending.order_by().values("agent_id").annotate(n=Count("pk"), oldest=Min("created_at")):
@@ -316,7 +295,7 @@ def _step_rows(
     buckets: Sequence[datetime], *, since: datetime, until: datetime, agent: Agent | None
 ) -> list[dict[str, Any]]:
     """The window's steps by window bucket, agent and latency bucket: the hourly roll-up and the
-    steps not rolled up yet, in one query (``agents.rollup_models``)."""
+    steps not rolled up yet (``agents.rollup_reads``; the watermark, then one query)."""
     window = (bucket_of("hour", buckets), bucket_of("created_at", buckets))
     return step_groups(
         group_by=["by_window", "by_agent", "by_le"],
@@ -332,11 +311,20 @@ def _approval_rows(requests: QuerySet[ApprovalRequest], buckets: Sequence[dateti
         requests.order_by()
         .annotate(bucket=bucket_of("created_at", buckets))
         .values("bucket", "agent_id", "status")
-        .annotate(
-            n=Count("pk"),
-            edited=Count("pk", filter=Q(decided_arguments__isnull=False)),
-            escalated=Count("pk", filter=Q(escalated_at__isnull=False)),
-        )
+        .annotate(n=Count("pk"), escalated=Count("pk", filter=Q(escalated_at__isnull=False)))
+    )
+
+
+def _edited_rows(requests: QuerySet[ApprovalRequest], buckets: Sequence[datetime]) -> QuerySet[Any]:
+    """The approved requests whose arguments a person edited. Apart from ``_approval_rows``: that
+    one reads only columns of ``approval_window_idx`` (every request of the window, from the index
+    alone); this one reads the rows of the approved requests only, for their arguments."""
+    return (
+        requests.filter(status=ApprovalStatus.APPROVED, decided_arguments__isnull=False)
+        .order_by()
+        .annotate(bucket=bucket_of("created_at", buckets))
+        .values("bucket", "agent_id")
+        .annotate(n=Count("pk"))
     )
 
 
@@ -359,16 +347,16 @@ def _decision_histogram(requests: QuerySet[ApprovalRequest]) -> list[int]:
 
 
 def _starters(runs: QuerySet[Run]) -> list[Starter]:
+    # Grouped by the starter's id (read from ``run_window_idx`` alone), then named: the name is
+    # looked up once a starter, not joined to every run.
+    name = User.objects.filter(pk=OuterRef("started_by_id")).values("username")[:1]
     rows = (
         runs.order_by()
-        .values("started_by__username")
-        .annotate(n=Count("pk"), cost=Sum("cost"))
-        .order_by("-cost", "-n", "started_by__username")[:TOP_STARTERS]
+        .values("started_by_id")
+        .annotate(n=Count("pk"), cost=Sum("cost"), username=Subquery(name))
+        .order_by("-cost", "-n", "username")[:TOP_STARTERS]
     )
-    return [
-        Starter(username=row["started_by__username"] or "", runs=row["n"], cost=row["cost"] or Decimal(0))
-        for row in rows
-    ]
+    return [Starter(username=row["username"] or "", runs=row["n"], cost=row["cost"] or Decimal(0)) for row in rows]
 
 
 def agent_recent_failures(*, agent: Agent, since: datetime) -> list[Run]:

@@ -7,7 +7,7 @@ nothing to do, and a re-run changes nothing. A step's ``created_at`` is taken in
 that writes it, before its transaction commits: the grace lets those transactions commit before
 their hour is counted (a step committed later than that would be missing from the roll-up).
 Until the task has run, and for the current hour always, the reads count the steps themselves
-(``agents.rollup_models.step_groups``).
+(``agents.rollup_reads.step_groups``).
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from agents.models import Step
-from agents.rollup_models import STEPS, RollupMark, StepHour, step_hour_rows
+from agents.rollup_models import STEPS, RollupMark, StepHour
+from agents.rollup_reads import step_hour_rows
 
 GRACE = timedelta(minutes=5)
 

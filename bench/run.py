@@ -132,8 +132,8 @@ def measure_stack(stack: str, *, scale: float, only: frozenset[str] = frozenset(
 
 
 def _pages(base_url: str, world: World, *, fill: int, requests: int) -> list[Measure]:
-    from bench import pages
     from agents.tasks import rollup
+    from bench import pages
     from bench.fill import waiting_runs_fill
     from bench.progress import say
     from bench.world import checkpoint_reach

@@ -6,8 +6,8 @@ numbers: no per-process counters, no multiprocess directory. Counters count rows
 reached an end (a finished run, a tool call that ended), so they only grow while rows are kept;
 histograms are bucket counts of stored durations. Each family is one grouped query; agents are
 named by slug from one more query, so no family joins the agent table. The steps, the largest
-table, are read from their hourly roll-up plus the steps of the hours not rolled up yet, in one
-statement (``agents.rollup_models``): the same counts as the steps themselves, from fewer rows.
+table, are read from their hourly roll-up plus the steps of the hours not rolled up yet
+(``agents.rollup_reads``): the same counts as the steps themselves, from fewer rows.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from itertools import accumulate
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
+from itertools import accumulate
 from typing import Any
 
 from django.db.models import Count, DurationField, Expression, ExpressionWrapper, F, Min, Q, QuerySet, Sum
@@ -37,8 +37,9 @@ from agents.models import (
     ToolCall,
     ToolCallStatus,
 )
+from agents.rollup_models import STEP_BOUNDS_MS
+from agents.rollup_reads import step_groups
 from approvals.models import ApprovalRequest, ApprovalStatus
-from agents.rollup_models import STEP_BOUNDS_MS, step_groups
 from audit.selectors import audit_backlog
 from config.websocket_count import websocket_connections
 
@@ -189,7 +190,9 @@ class DatabaseCollector(Collector):
         for (agent, kind), counts in sorted(latency.items()):
             cumulative = list(accumulate(counts))
             buckets = [(floatToGoString(b), c) for b, c in zip(STEP_BUCKETS, cumulative, strict=False)]  # type: ignore[no-untyped-call]
-            family.add_metric([agent, kind], buckets=[*buckets, ("+Inf", cumulative[-1])], sum_value=sums[agent, kind] / 1000)
+            family.add_metric(
+                [agent, kind], buckets=[*buckets, ("+Inf", cumulative[-1])], sum_value=sums[agent, kind] / 1000
+            )
         yield family
         tokens = CounterMetricFamily(
             "countersign_model_tokens", "Model tokens, prompt and completion.", labels=["agent", "model", "direction"]
@@ -249,7 +252,9 @@ class DatabaseCollector(Collector):
             .values("agent_id", "tool", "status")
             .annotate(
                 n=Count("pk"),
-                edited=Count("pk", filter=Q(decided_arguments__isnull=False)),
+                # Approved first: SQLite then reads the row (for its arguments) of the approved
+                # requests only, the rest from approval_totals_idx alone.
+                edited=Count("pk", filter=Q(status=ApprovalStatus.APPROVED) & Q(decided_arguments__isnull=False)),
                 escalated=Count("pk", filter=Q(escalated_at__isnull=False)),
                 oldest=Min("created_at"),
             )

@@ -16,7 +16,8 @@ from django.utils import timezone
 
 from agents.dashboard import WINDOWS, dashboard_for
 from agents.models import Agent, Run, RunStatus, Step
-from agents.rollup_models import STEP_BOUNDS_MS, RollupMark, StepHour, step_groups
+from agents.rollup_models import STEP_BOUNDS_MS, RollupMark, StepHour
+from agents.rollup_reads import step_groups
 from agents.rollups import GRACE, steps_rollup
 from tests.config.test_metrics import samples, scrape
 from tests.dashboard_seed import explicit_times
@@ -117,9 +118,10 @@ def test_roll_up_plus_tail_is_the_direct_count(client, history):
         before, after = dashboards_before[key], dashboard_for(window=window, now=history)
         assert [(b.total, b.cumulative) for b in after.latency] == [(b.total, b.cumulative) for b in before.latency]
         assert [s.latency for s in after.agents] == [s.latency for s in before.agents]
-    assert sum(b.total for b in dashboards_before["24h"].latency) == Step.objects.filter(
-        created_at__gte=dashboards_before["24h"].since
-    ).count()
+    assert (
+        sum(b.total for b in dashboards_before["24h"].latency)
+        == Step.objects.filter(created_at__gte=dashboards_before["24h"].since).count()
+    )
 
 
 def test_an_hour_is_rolled_up_once_its_grace_has_passed_and_its_end_is_the_cut(agents):
