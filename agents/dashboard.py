@@ -31,12 +31,11 @@ from django.db.models import (
     OuterRef,
     Q,
     QuerySet,
-    Subquery,
     Sum,
 )
 from django.utils import timezone
 
-from agents.dashboard_sql import SecondsBetween, bucket_of
+from agents.dashboard_sql import PerGroup, SecondsBetween, bucket_of
 from agents.models import Agent, Run, RunStatus
 from agents.rollup_models import STEP_BOUNDS_MS
 from agents.rollup_reads import step_groups
@@ -353,7 +352,7 @@ def _starters(runs: QuerySet[Run]) -> list[Starter]:
     rows = (
         runs.order_by()
         .values("started_by_id")
-        .annotate(n=Count("pk"), cost=Sum("cost"), username=Subquery(name))
+        .annotate(n=Count("pk"), cost=Sum("cost"), username=PerGroup(name))
         .order_by("-cost", "-n", "username")[:TOP_STARTERS]
     )
     return [Starter(username=row["username"] or "", runs=row["n"], cost=row["cost"] or Decimal(0)) for row in rows]

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from django.db.models import Case, F, FloatField, Func, IntegerField, Value, When
+from django.db.models import Case, F, FloatField, Func, IntegerField, Subquery, Value, When
 
 
 def bucket_of(field_name: str, starts: Sequence[datetime]) -> Case:
@@ -41,3 +41,12 @@ class SecondsBetween(Func):
             arg_joiner=") - julianday(",
             **extra,
         )
+
+
+class PerGroup(Subquery):
+    """A correlated subquery on grouped columns only, in the SELECT of a grouped query: evaluated
+    once a group. A plain ``Subquery`` there is added to the GROUP BY, so PostgreSQL runs it for
+    every row before grouping."""
+
+    def get_group_by_cols(self) -> list[Any]:
+        return []

@@ -4,8 +4,9 @@ One writer: the periodic task (``agents.tasks.rollup``). It locks the watermark 
 the hours from the watermark up to the last whole hour that ended ``GRACE`` ago, and moves the
 watermark, all in one transaction, so a second copy running at once waits and then finds
 nothing to do, and a re-run changes nothing. A step's ``created_at`` is taken in the process
-that writes it, before its transaction commits: the grace lets those transactions commit before
-their hour is counted (a step committed later than that would be missing from the roll-up).
+that writes it, before its transaction commits: the grace, a minute more than a task may live
+(``CELERY_TASK_TIME_LIMIT``, after which the worker kills it and its transaction rolls back),
+lets every transaction that stamped a step in an hour end before that hour is counted.
 Until the task has run, and for the current hour always, the reads count the steps themselves
 (``agents.rollup_reads.step_groups``).
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -22,7 +24,7 @@ from agents.models import Step
 from agents.rollup_models import STEPS, RollupMark, StepHour
 from agents.rollup_reads import step_hour_rows
 
-GRACE = timedelta(minutes=5)
+GRACE = timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT + 60)
 
 
 def _hour(moment: datetime) -> datetime:

@@ -148,7 +148,7 @@ def test_a_second_run_changes_nothing(history):
     mark = RollupMark.objects.get(name="steps").through
 
     assert steps_rollup(now=history) == {"rollup_hours": 0, "rollup_rows": 0}
-    assert steps_rollup(now=history + timedelta(minutes=1))["rollup_rows"] == 0
+    assert steps_rollup(now=history - timedelta(minutes=1))["rollup_rows"] == 0  # a copy with a late clock
     assert sorted(StepHour.objects.values_list("hour", "agent_id", "kind", "model", "bucket", "steps", "cost")) == rows
     assert RollupMark.objects.get(name="steps").through == mark
     assert read() == direct()
@@ -225,4 +225,32 @@ def test_the_roll_up_is_on_the_beat_schedule(history):
     assert rollup.apply().get()["rollup_hours"] >= 30
     assert RollupMark.objects.get(name="steps").through > history - HOUR - GRACE
     assert rollup.apply().get() == {"rollup_hours": 0, "rollup_rows": 0}
+    assert read() == direct()
+
+
+def test_a_run_of_a_rolled_up_hour_that_ends_later_is_counted_where_it_belongs(client, agents):
+    """Runs are counted live (an open run can still change): one started in an hour whose steps are
+    rolled up, ending after that roll-up, shows its end in its creation hour and in the counters,
+    and its last step in the hour the step was written."""
+    now = timezone.now()
+    started = now - 3 * HOUR
+    with explicit_times():
+        run = Run.objects.create(agent=agents[0], status=RunStatus.WAITING, created_at=started)
+    steps_at(run, started, latencies=[7])
+    steps_rollup(now=now)
+    assert StepHour.objects.filter(agent=agents[0]).exists()
+    before = dashboard_for(window=WINDOWS["24h"], now=now)
+    position = before.buckets.index(started.replace(minute=0, second=0, microsecond=0))
+    assert before.runs["in_progress"][position] == 1 and before.runs["succeeded"][position] == 0
+
+    steps_at(run, now, latencies=[70])  # its last step, now
+    Run.objects.filter(pk=run.pk).update(status=RunStatus.SUCCEEDED, finished_at=now)
+
+    after = dashboard_for(window=WINDOWS["24h"], now=now)
+    assert after.runs["in_progress"][position] == 0 and after.runs["succeeded"][position] == 1
+    assert after.latency[position].total == 1 and after.latency[-1].total == 1
+    families = scrape(client)
+    assert samples(families, "countersign_runs", "countersign_runs_total", "agent", "outcome") == {("a", "succeeded"): 1}
+    name = "countersign_step_duration_seconds"
+    assert sum(samples(families, name, f"{name}_count", "agent", "kind").values()) == Step.objects.count() == 2
     assert read() == direct()
