@@ -2,15 +2,17 @@
 
 Every number is aggregated in SQL (GROUP BY the hour or day of the window a row falls in,
 counts with a filter), so the number of queries and the rows they return depend on the window
-and the agents, never on how many runs there are. The hour or day is a CASE over the bucket
-starts, computed here in the current time zone, rather than ``Trunc``: on SQLite ``Trunc`` is a
-Python function called for every row (over a second for 100,000 runs), a CASE is plain SQL on
-both databases and gives the same buckets. Percentiles come from bucket counts, with the bounds and the
-interpolation of Prometheus' ``histogram_quantile`` over the same buckets /metrics exports
-(``config.metrics``), so the dashboard and a Grafana panel on the scrape agree. The steps come
-from their hourly roll-up plus the steps of the hours not rolled up yet (``agents.rollup_reads``),
-an hour's row landing in the bucket that holds its start (time zones a whole number of hours from
-UTC, as the day buckets need).
+and the agents, never on how many runs there are. A day is a CASE over the day starts, computed
+here in the current time zone, rather than ``Trunc``: on SQLite ``Trunc`` is a Python function
+called for every row (over a second for 100,000 runs), a CASE is plain SQL on both databases and
+gives the same buckets. An hour is grouped by its UTC hour as text, cheaper than a CASE of 24
+starts, and placed in the bucket that holds it (``agents.dashboard_sql.Buckets``; exact in a time
+zone a whole number of hours from UTC, as ``TIME_ZONE`` is). Percentiles come from bucket
+counts, with the bounds and the interpolation of Prometheus' ``histogram_quantile`` over the same
+buckets /metrics exports (``config.metrics``), so the dashboard and a Grafana panel on the scrape
+agree. The steps come from their hourly roll-up plus the steps of the hours not rolled up yet
+(``agents.rollup_reads``), an hour's row landing in the bucket that holds its start (whole-hour
+time zones again, for the day buckets).
 
 Operators and auditors see every agent (``agents.permissions.agents_visible_to``), and the
 dashboard is theirs only (``may_see_dashboard``): the reads take no user.
@@ -35,7 +37,7 @@ from django.db.models import (
 )
 from django.utils import timezone
 
-from agents.dashboard_sql import PerGroup, SecondsBetween, bucket_of
+from agents.dashboard_sql import Buckets, PerGroup, SecondsBetween
 from agents.models import Agent, Run, RunStatus
 from agents.rollup_models import STEP_BOUNDS_MS
 from agents.rollup_reads import step_groups
@@ -237,11 +239,13 @@ def dashboard_for(*, window: Window, agent: Agent | None = None, now: datetime |
         starters=[],
     )
 
+    slots = Buckets(buckets, hourly=window.unit == "hour")
+
     def place(row: dict[str, Any], agent_key: str = "agent_id") -> tuple[int | None, AgentSummary | None]:
-        return row["bucket"], summaries.get(row[agent_key])
+        return slots.position(row["bucket"]), summaries.get(row[agent_key])
 
     runs = _scoped(Run.objects.filter(**in_window), agent, "agent_id")
-    for row in _run_rows(runs, buckets):
+    for row in _run_rows(runs, slots):
         position, summary = place(row)
         outcome, cost = _outcome(row["status"]), row["cost"] or Decimal(0)
         if position is not None:
@@ -251,8 +255,8 @@ def dashboard_for(*, window: Window, agent: Agent | None = None, now: datetime |
             summary.runs[outcome] += row["n"]
             summary.cost += cost
 
-    for row in _step_rows(buckets, since=since, until=until, agent=agent):
-        position, summary = row["by_window"], summaries.get(row["by_agent"])
+    for row in _step_rows(slots, since=since, until=until, agent=agent):
+        position, summary = slots.position(row["by_window"]), summaries.get(row["by_agent"])
         if position is not None:
             result.latency[position].add(row)
         if summary is not None:
@@ -260,8 +264,8 @@ def dashboard_for(*, window: Window, agent: Agent | None = None, now: datetime |
 
     requests = _scoped(ApprovalRequest.objects.filter(**in_window), agent, "agent_id")
     approvals = requests.filter(kind=ApprovalKind.APPROVAL)
-    edited = [(row, [("approved", -row["n"]), ("edited", row["n"])]) for row in _edited_rows(approvals, buckets)]
-    for row, endings in [*((row, _ending(row)) for row in _approval_rows(approvals, buckets)), *edited]:
+    edited = [(row, [("approved", -row["n"]), ("edited", row["n"])]) for row in _edited_rows(approvals, slots)]
+    for row, endings in [*((row, _ending(row)) for row in _approval_rows(approvals, slots)), *edited]:
         position, summary = place(row)
         for ending, n in endings:
             if position is not None:
@@ -281,21 +285,19 @@ def dashboard_for(*, window: Window, agent: Agent | None = None, now: datetime |
     return result
 
 
-def _run_rows(runs: QuerySet[Run], buckets: Sequence[datetime]) -> QuerySet[Any]:
+def _run_rows(runs: QuerySet[Run], slots: Buckets) -> QuerySet[Any]:
     return (
         runs.order_by()
-        .annotate(bucket=bucket_of("created_at", buckets))
+        .annotate(bucket=slots.of("created_at"))
         .values("agent_id", "bucket", "status")
         .annotate(n=Count("pk"), cost=Sum("cost"))
     )
 
 
-def _step_rows(
-    buckets: Sequence[datetime], *, since: datetime, until: datetime, agent: Agent | None
-) -> list[dict[str, Any]]:
+def _step_rows(slots: Buckets, *, since: datetime, until: datetime, agent: Agent | None) -> list[dict[str, Any]]:
     """The window's steps by window bucket, agent and latency bucket: the hourly roll-up and the
     steps not rolled up yet (``agents.rollup_reads``; the watermark, then one query)."""
-    window = (bucket_of("hour", buckets), bucket_of("created_at", buckets))
+    window = (slots.of("hour"), slots.of("created_at"))
     return step_groups(
         group_by=["by_window", "by_agent", "by_le"],
         since=since,
@@ -305,23 +307,23 @@ def _step_rows(
     )
 
 
-def _approval_rows(requests: QuerySet[ApprovalRequest], buckets: Sequence[datetime]) -> QuerySet[Any]:
+def _approval_rows(requests: QuerySet[ApprovalRequest], slots: Buckets) -> QuerySet[Any]:
     return (
         requests.order_by()
-        .annotate(bucket=bucket_of("created_at", buckets))
+        .annotate(bucket=slots.of("created_at"))
         .values("bucket", "agent_id", "status")
         .annotate(n=Count("pk"), escalated=Count("pk", filter=Q(escalated_at__isnull=False)))
     )
 
 
-def _edited_rows(requests: QuerySet[ApprovalRequest], buckets: Sequence[datetime]) -> QuerySet[Any]:
+def _edited_rows(requests: QuerySet[ApprovalRequest], slots: Buckets) -> QuerySet[Any]:
     """The approved requests whose arguments a person edited. Apart from ``_approval_rows``: that
     one reads only columns of ``approval_window_idx`` (every request of the window, from the index
     alone); this one reads the rows of the approved requests only, for their arguments."""
     return (
         requests.filter(status=ApprovalStatus.APPROVED, decided_arguments__isnull=False)
         .order_by()
-        .annotate(bucket=bucket_of("created_at", buckets))
+        .annotate(bucket=slots.of("created_at"))
         .values("bucket", "agent_id")
         .annotate(n=Count("pk"))
     )
