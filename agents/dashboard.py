@@ -5,7 +5,7 @@ counts with a filter), so the number of queries and the rows they return depend 
 and the agents, never on how many runs there are. A day is a CASE over the day starts, computed
 here in the current time zone, rather than ``Trunc``: on SQLite ``Trunc`` is a Python function
 called for every row (over a second for 100,000 runs), a CASE is plain SQL on both databases and
-gives the same buckets. An hour is grouped by its UTC hour as text, cheaper than a CASE of 24
+gives the same buckets. An hour is grouped by the start of its UTC hour, cheaper than a CASE of 24
 starts, and placed in the bucket that holds it (``agents.dashboard_sql.Buckets``; exact in a time
 zone a whole number of hours from UTC, as ``TIME_ZONE`` is). Percentiles come from bucket
 counts, with the bounds and the interpolation of Prometheus' ``histogram_quantile`` over the same

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from django.db.models import Case, CharField, F, FloatField, Func, IntegerField, Subquery, Value, When
+from django.db.models import Case, DateTimeField, F, FloatField, Func, IntegerField, Subquery, Value, When
 
 
 def bucket_of(field_name: str, starts: Sequence[datetime]) -> Case:
@@ -54,15 +54,15 @@ class PerGroup(Subquery):
 
 
 class HourOf(Func):
-    """The UTC hour a time field falls in, as text ("2026-03-10 14"): on SQLite the first 13
-    characters of the stored text, on PostgreSQL ``to_char``. Cheaper to group by than a CASE over
-    24 hour starts, each row compared with every start until one matches."""
+    """The start of the UTC hour a time field falls in: ``date_trunc`` on PostgreSQL, on SQLite the
+    stored text's first 13 characters and ":00:00" (``Trunc`` is a Python function there). Cheaper
+    to group by than a CASE over 24 hour starts, each row compared with every start until one matches."""
 
-    output_field = CharField()
-    template = "to_char(%(expressions)s AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24')"
+    output_field = DateTimeField()
+    template = "date_trunc('hour', %(expressions)s, 'UTC')"
 
     def as_sqlite(self, compiler: Any, connection: Any, **extra: Any) -> Any:
-        return self.as_sql(compiler, connection, template="substr(%(expressions)s, 1, 13)", **extra)
+        return self.as_sql(compiler, connection, template="(substr(%(expressions)s, 1, 13) || ':00:00')", **extra)
 
 
 class Buckets:
@@ -81,6 +81,5 @@ class Buckets:
     def position(self, key: Any) -> int | None:
         if not self.hourly or key is None:
             return key  # type: ignore[no-any-return]
-        hour = datetime.strptime(key, "%Y-%m-%d %H").replace(tzinfo=UTC)
-        index = bisect_right(self._utc, hour) - 1
+        index = bisect_right(self._utc, key) - 1
         return index if index >= 0 else None
