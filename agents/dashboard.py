@@ -2,12 +2,17 @@
 
 Every number is aggregated in SQL (GROUP BY the hour or day of the window a row falls in,
 counts with a filter), so the number of queries and the rows they return depend on the window
-and the agents, never on how many runs there are. The hour or day is a CASE over the bucket
-starts, computed here in the current time zone, rather than ``Trunc``: on SQLite ``Trunc`` is a
-Python function called for every row (over a second for 100,000 runs), a CASE is plain SQL on
-both databases and gives the same buckets. Percentiles come from bucket counts, with the bounds and the
-interpolation of Prometheus' ``histogram_quantile`` over the same buckets /metrics exports
-(``config.metrics``), so the dashboard and a Grafana panel on the scrape agree.
+and the agents, never on how many runs there are. A day is a CASE over the day starts, computed
+here in the current time zone, rather than ``Trunc``: on SQLite ``Trunc`` is a Python function
+called for every row (over a second for 100,000 runs), a CASE is plain SQL on both databases and
+gives the same buckets. An hour is grouped by the start of its UTC hour, cheaper than a CASE of 24
+starts, and placed in the bucket that holds it (``agents.dashboard_sql.Buckets``; exact in a time
+zone a whole number of hours from UTC, as ``TIME_ZONE`` is). Percentiles come from bucket
+counts, with the bounds and the interpolation of Prometheus' ``histogram_quantile`` over the same
+buckets /metrics exports (``config.metrics``), so the dashboard and a Grafana panel on the scrape
+agree. The steps come from their hourly roll-up plus the steps of the hours not rolled up yet
+(``agents.rollup_reads``), an hour's row landing in the bucket that holds its start (whole-hour
+time zones again, for the day buckets).
 
 Operators and auditors see every agent (``agents.permissions.agents_visible_to``), and the
 dashboard is theirs only (``may_see_dashboard``): the reads take no user.
@@ -21,12 +26,23 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
 
-from django.db.models import Case, Count, F, FloatField, Func, IntegerField, Min, Q, QuerySet, Sum, Value, When
+from django.contrib.auth.models import User
+from django.db.models import (
+    Count,
+    Min,
+    OuterRef,
+    Q,
+    QuerySet,
+    Sum,
+)
 from django.utils import timezone
 
-from agents.models import Agent, Run, RunStatus, Step
+from agents.dashboard_sql import Buckets, PerGroup, SecondsBetween
+from agents.models import Agent, Run, RunStatus
+from agents.rollup_models import STEP_BOUNDS_MS
+from agents.rollup_reads import step_groups
 from approvals.models import ApprovalKind, ApprovalRequest, ApprovalStatus
-from config.metrics import DECISION_BUCKETS, STEP_BUCKETS
+from config.metrics import DECISION_BUCKETS
 
 Unit = Literal["hour", "day"]
 # The outcomes of a run as the charts stack them; queued, running and waiting are "in progress".
@@ -40,7 +56,6 @@ OUTCOMES: tuple[str, ...] = (
 # How an approval request (kind "approval") ended: approved unchanged, edited, rejected, expired
 # or cancelled with its run (as countersign_approvals' outcome label says).
 ENDINGS: tuple[str, ...] = ("approved", "edited", "rejected", "expired", "cancelled")
-STEP_BOUNDS_MS: tuple[int, ...] = tuple(round(bound * 1000) for bound in STEP_BUCKETS)
 TOP_STARTERS = 10
 RECENT = 10
 
@@ -78,13 +93,6 @@ WINDOWS: dict[str, Window] = {
 DEFAULT_WINDOW = "24h"
 
 
-def bucket_of(field_name: str, starts: Sequence[datetime]) -> Case:
-    """The index of the bucket a row's ``field_name`` falls in (``starts`` oldest first; rows
-    before the first start get NULL): the latest start it is not before."""
-    whens = [When(**{f"{field_name}__gte": start}, then=Value(i)) for i, start in reversed(list(enumerate(starts)))]
-    return Case(*whens, default=None, output_field=IntegerField())
-
-
 def bucket_quantile(q: float, bounds: Sequence[float], cumulative: Sequence[int], total: int) -> float | None:
     """Prometheus' ``histogram_quantile``: the bucket that holds rank ``q * total``, interpolated
     linearly inside it; past the last bound, the last bound. ``None`` with no observations."""
@@ -112,8 +120,10 @@ class Latency:
     cumulative: list[int] = field(default_factory=lambda: [0] * len(STEP_BOUNDS_MS))
 
     def add(self, row: dict[str, Any]) -> None:
+        """Add a group of ``row["n"]`` steps in latency bucket ``row["by_le"]`` (past the last bound:
+        counted in the total only)."""
         self.total += row["n"]
-        self.cumulative = [have + row[f"le_{i}"] for i, have in enumerate(self.cumulative)]
+        self.cumulative = [have + (row["n"] if i >= row["by_le"] else 0) for i, have in enumerate(self.cumulative)]
 
     def quantile(self, q: float) -> float | None:
         return bucket_quantile(q, STEP_BOUNDS_MS, self.cumulative, self.total)
@@ -191,40 +201,13 @@ class Dashboard:
         return merged
 
 
-class SecondsBetween(Func):
-    """Seconds from one time field to another, worked out by the database itself.
-
-    ``config.metrics.between`` subtracts the fields as a duration, which SQLite does in a Python
-    function called for every row (and thirteen times a row in a histogram); this is plain SQL on
-    both databases, so the decision histogram costs what a count costs.
-    """
-
-    output_field = FloatField()
-    # PostgreSQL: the interval end - start, in seconds.
-    template = "EXTRACT(EPOCH FROM (%(expressions)s))"
-    arg_joiner = " - "
-
-    def __init__(self, start: str, end: str) -> None:
-        super().__init__(F(end), F(start))
-
-    def as_sqlite(self, compiler: Any, connection: Any, **extra: Any) -> Any:
-        return self.as_sql(
-            compiler,
-            connection,
-            template="((julianday(%(expressions)s)) * 86400.0)",
-            arg_joiner=") - julianday(",
-            **extra,
-        )
-
-
 def _outcome(status: str) -> str:
     return status if status in OUTCOMES else "in_progress"
 
 
 def _ending(row: dict[str, Any]) -> list[tuple[str, int]]:
-    status, n, edited = row["status"], row["n"], row["edited"]
-    if status == ApprovalStatus.APPROVED:
-        return [("approved", n - edited), ("edited", edited)]
+    # An approved request counts as approved here; the edited ones move over in dashboard_for.
+    status, n = row["status"], row["n"]
     return [(status, n)] if status in ENDINGS else []
 
 
@@ -234,7 +217,7 @@ def _scoped(queryset: QuerySet[Any], agent: Agent | None, path: str) -> QuerySet
 
 def dashboard_for(*, window: Window, agent: Agent | None = None, now: datetime | None = None) -> Dashboard:
     """Everything the dashboard shows for ``window``, of every agent or only of ``agent``:
-    seven grouped queries (six with ``agent``, whose row the caller has), whatever the data."""
+    nine queries (eight with ``agent``, whose row the caller has), whatever the data."""
     now = now or timezone.now()
     buckets = window.buckets(now=now)
     since, until = buckets[0], window.end(now=now)
@@ -256,11 +239,13 @@ def dashboard_for(*, window: Window, agent: Agent | None = None, now: datetime |
         starters=[],
     )
 
+    slots = Buckets(buckets, hourly=window.unit == "hour")
+
     def place(row: dict[str, Any], agent_key: str = "agent_id") -> tuple[int | None, AgentSummary | None]:
-        return row["bucket"], summaries.get(row[agent_key])
+        return slots.position(row["bucket"]), summaries.get(row[agent_key])
 
     runs = _scoped(Run.objects.filter(**in_window), agent, "agent_id")
-    for row in _run_rows(runs, buckets):
+    for row in _run_rows(runs, slots):
         position, summary = place(row)
         outcome, cost = _outcome(row["status"]), row["cost"] or Decimal(0)
         if position is not None:
@@ -270,24 +255,25 @@ def dashboard_for(*, window: Window, agent: Agent | None = None, now: datetime |
             summary.runs[outcome] += row["n"]
             summary.cost += cost
 
-    steps = _scoped(Step.objects.filter(**in_window), agent, "run__agent_id")
-    for row in _step_rows(steps, buckets):
-        position, summary = place(row, "run__agent_id")
+    for row in _step_rows(slots, since=since, until=until, agent=agent):
+        position, summary = slots.position(row["by_window"]), summaries.get(row["by_agent"])
         if position is not None:
             result.latency[position].add(row)
         if summary is not None:
             summary.latency.add(row)
 
     requests = _scoped(ApprovalRequest.objects.filter(**in_window), agent, "agent_id")
-    for row in _approval_rows(requests.filter(kind=ApprovalKind.APPROVAL), buckets):
+    approvals = requests.filter(kind=ApprovalKind.APPROVAL)
+    edited = [(row, [("approved", -row["n"]), ("edited", row["n"])]) for row in _edited_rows(approvals, slots)]
+    for row, endings in [*((row, _ending(row)) for row in _approval_rows(approvals, slots)), *edited]:
         position, summary = place(row)
-        for ending, n in _ending(row):
+        for ending, n in endings:
             if position is not None:
                 result.endings[ending][position] += n
             if summary is not None:
                 summary.endings[ending] += n
         if summary is not None:
-            summary.escalated += row["escalated"]
+            summary.escalated += row.get("escalated", 0)
 
     pending = _scoped(ApprovalRequest.objects.filter(status=ApprovalStatus.PENDING), agent, "agent_id")
     for row in pending.order_by().values("agent_id").annotate(n=Count("pk"), oldest=Min("created_at")):
@@ -299,35 +285,47 @@ def dashboard_for(*, window: Window, agent: Agent | None = None, now: datetime |
     return result
 
 
-def _run_rows(runs: QuerySet[Run], buckets: Sequence[datetime]) -> QuerySet[Any]:
+def _run_rows(runs: QuerySet[Run], slots: Buckets) -> QuerySet[Any]:
     return (
         runs.order_by()
-        .annotate(bucket=bucket_of("created_at", buckets))
+        .annotate(bucket=slots.of("created_at"))
         .values("agent_id", "bucket", "status")
         .annotate(n=Count("pk"), cost=Sum("cost"))
     )
 
 
-def _step_rows(steps: QuerySet[Step], buckets: Sequence[datetime]) -> QuerySet[Any]:
-    at_most = {f"le_{i}": Count("pk", filter=Q(latency_ms__lte=bound)) for i, bound in enumerate(STEP_BOUNDS_MS)}
-    return (
-        steps.order_by()
-        .annotate(bucket=bucket_of("created_at", buckets))
-        .values("bucket", "run__agent_id")
-        .annotate(n=Count("pk"), **at_most)
+def _step_rows(slots: Buckets, *, since: datetime, until: datetime, agent: Agent | None) -> list[dict[str, Any]]:
+    """The window's steps by window bucket, agent and latency bucket: the hourly roll-up and the
+    steps not rolled up yet (``agents.rollup_reads``; the watermark, then one query)."""
+    window = (slots.of("hour"), slots.of("created_at"))
+    return step_groups(
+        group_by=["by_window", "by_agent", "by_le"],
+        since=since,
+        until=until,
+        agent_id=agent.pk if agent is not None else None,
+        extra={"by_window": window},
     )
 
 
-def _approval_rows(requests: QuerySet[ApprovalRequest], buckets: Sequence[datetime]) -> QuerySet[Any]:
+def _approval_rows(requests: QuerySet[ApprovalRequest], slots: Buckets) -> QuerySet[Any]:
     return (
         requests.order_by()
-        .annotate(bucket=bucket_of("created_at", buckets))
+        .annotate(bucket=slots.of("created_at"))
         .values("bucket", "agent_id", "status")
-        .annotate(
-            n=Count("pk"),
-            edited=Count("pk", filter=Q(decided_arguments__isnull=False)),
-            escalated=Count("pk", filter=Q(escalated_at__isnull=False)),
-        )
+        .annotate(n=Count("pk"), escalated=Count("pk", filter=Q(escalated_at__isnull=False)))
+    )
+
+
+def _edited_rows(requests: QuerySet[ApprovalRequest], slots: Buckets) -> QuerySet[Any]:
+    """The approved requests whose arguments a person edited. Apart from ``_approval_rows``: that
+    one reads only columns of ``approval_window_idx`` (every request of the window, from the index
+    alone); this one reads the rows of the approved requests only, for their arguments."""
+    return (
+        requests.filter(status=ApprovalStatus.APPROVED, decided_arguments__isnull=False)
+        .order_by()
+        .annotate(bucket=slots.of("created_at"))
+        .values("bucket", "agent_id")
+        .annotate(n=Count("pk"))
     )
 
 
@@ -350,16 +348,16 @@ def _decision_histogram(requests: QuerySet[ApprovalRequest]) -> list[int]:
 
 
 def _starters(runs: QuerySet[Run]) -> list[Starter]:
+    # Grouped by the starter's id (read from ``run_window_idx`` alone), then named: the name is
+    # looked up once a starter, not joined to every run.
+    name = User.objects.filter(pk=OuterRef("started_by_id")).values("username")[:1]
     rows = (
         runs.order_by()
-        .values("started_by__username")
-        .annotate(n=Count("pk"), cost=Sum("cost"))
-        .order_by("-cost", "-n", "started_by__username")[:TOP_STARTERS]
+        .values("started_by_id")
+        .annotate(n=Count("pk"), cost=Sum("cost"), username=PerGroup(name))
+        .order_by("-cost", "-n", "username")[:TOP_STARTERS]
     )
-    return [
-        Starter(username=row["started_by__username"] or "", runs=row["n"], cost=row["cost"] or Decimal(0))
-        for row in rows
-    ]
+    return [Starter(username=row["username"] or "", runs=row["n"], cost=row["cost"] or Decimal(0)) for row in rows]
 
 
 def agent_recent_failures(*, agent: Agent, since: datetime) -> list[Run]:

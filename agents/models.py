@@ -187,7 +187,12 @@ class Run(models.Model):
     class Meta:
         ordering = ["-id"]
         # One agent's runs over a window: the dashboard's agent page and the runs list's agent filter.
-        indexes = [models.Index(fields=["agent", "created_at"], name="run_agent_created_idx")]
+        indexes = [
+            models.Index(fields=["agent", "created_at"], name="run_agent_created_idx"),
+            # The dashboard's runs and starters of a window, /metrics' runs by status: from the index alone.
+            models.Index(fields=["created_at", "agent", "status", "cost", "started_by"], name="run_window_idx"),
+            models.Index(fields=["status", "agent"], name="run_status_agent_idx"),
+        ]
 
     def __str__(self) -> str:
         return f"run {self.pk} of {self.agent_id}"
@@ -222,6 +227,10 @@ class RunFeedback(models.Model):
         return f"feedback {self.rating} on run {self.run_id}"
 
 
+# What the dashboard and /metrics read of a step: the roll-up's tail is counted from these alone.
+STEP_MEASURES = ["created_at", "run", "kind", "model", "latency_ms", "prompt_tokens", "completion_tokens", "cost"]
+
+
 class Step(models.Model):
     class Kind(models.TextChoices):
         REASONING = "reasoning"
@@ -248,8 +257,8 @@ class Step(models.Model):
     class Meta:
         ordering = ["run", "index"]
         constraints = [models.UniqueConstraint(fields=["run", "index"], name="step_unique_index")]
-        # The steps of a window (the dashboard's latency percentiles), without reading them all.
-        indexes = [models.Index(fields=["created_at"], name="step_created_idx")]
+        # A window's steps and the roll-up's tail (agents.rollup_reads) from the index, never the large rows.
+        indexes = [models.Index(fields=STEP_MEASURES, name="step_window_idx")]
 
     def __str__(self) -> str:
         return f"step {self.index} ({self.kind}) of run {self.run_id}"
@@ -318,6 +327,8 @@ class ToolCall(models.Model):
     class Meta:
         ordering = ["run", "step"]
         constraints = [models.UniqueConstraint(fields=["run", "step"], name="toolcall_unique_run_step")]
+        # /metrics' calls that ended and their durations, from the index alone (config/metrics.py).
+        indexes = [models.Index(fields=["status", "tool", "attempts", "latency_ms", "run"], name="toolcall_status_idx")]
 
     def __str__(self) -> str:
         return f"{self.tool} at step {self.step} of run {self.run_id}"
@@ -348,11 +359,12 @@ class GuardrailHitRecord(models.Model):
 
 
 # Tables of this app (its migrations, its admin) defined in modules of their own: the demo tools',
-# the idempotency keys', the MCP servers', the versions' and the evaluations'.
+# the idempotency keys', the MCP servers', the roll-ups', the versions' and the evaluations'.
 import agents.eval_models  # noqa: E402, F401
 from agents.demo.models import KnowledgeArticle, LedgerEntry, OutboxEmail, Ticket, TicketChange  # noqa: E402
 from agents.idempotency_models import IdempotencyKey  # noqa: E402
 from agents.mcp.models import McpServer, McpTool  # noqa: E402
+from agents.rollup_models import RollupMark, StepHour  # noqa: E402
 from agents.version_models import AgentVersion  # noqa: E402
 
 __all__ = [
@@ -369,10 +381,12 @@ __all__ = [
     "McpServer",
     "McpTool",
     "OutboxEmail",
+    "RollupMark",
     "Run",
     "RunFeedback",
     "RunStatus",
     "Step",
+    "StepHour",
     "Ticket",
     "TicketChange",
     "ToolCall",

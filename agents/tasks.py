@@ -7,6 +7,7 @@ from celery import shared_task
 from agents.evaluation.runs import EVALUATE, eval_run_execute
 from agents.idempotency import idempotency_keys_purge
 from agents.rollout import canary_guards_evaluate
+from agents.rollups import steps_rollup
 from agents.runtime import run_advance, runs_recover
 from approvals.decisions import approvals_sweep
 from config.doorbell import ADVANCE_RUN, RESUME_RUN
@@ -26,6 +27,12 @@ def resume_run(run_id: int) -> None:
 @shared_task(name="agents.tasks.sweep")  # type: ignore[untyped-decorator]  # celery ships no types
 def sweep() -> dict[str, int]:
     return {**runs_recover(), **approvals_sweep(), **idempotency_keys_purge(), **canary_guards_evaluate()}
+
+
+@shared_task(name="agents.tasks.rollup")  # type: ignore[untyped-decorator]  # celery ships no types
+def rollup() -> dict[str, int]:
+    # One writer of the roll-ups: the watermark row's lock makes a second copy wait, then find nothing to do.
+    return steps_rollup()
 
 
 @shared_task(name=EVALUATE)  # type: ignore[untyped-decorator]  # celery ships no types

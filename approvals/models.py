@@ -171,11 +171,14 @@ class ApprovalRequest(models.Model):
     class Meta:
         ordering = ["-created_at", "-id"]
         indexes = [
-            models.Index(fields=["agent", "status"]),
-            # The inbox's first page, newest first, of everything or of one status: read in index
-            # order and stopped after a page, never a sort of every request.
+            # The inbox's first page, newest first, of everything or one status: no sort of every request.
             models.Index(fields=["-created_at", "-id"], name="approval_newest_idx"),
             models.Index(fields=["status", "-created_at", "-id"], name="approval_status_newest_idx"),
+            # What the dashboard and /metrics count from the index alone (agents/dashboard.py, config/metrics.py).
+            models.Index(fields=["kind", "created_at", "agent", "status", "escalated_at"], name="approval_window_idx"),
+            models.Index(fields=["status", "agent", "created_at"], name="approval_pending_idx"),
+            models.Index(fields=["created_at", "decided_by", "decided_at"], name="approval_decided_idx"),
+            models.Index(fields=["agent", "tool", "status", "escalated_at", "created_at"], name="approval_totals_idx"),
         ]
 
     def __str__(self) -> str:

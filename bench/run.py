@@ -132,6 +132,7 @@ def measure_stack(stack: str, *, scale: float, only: frozenset[str] = frozenset(
 
 
 def _pages(base_url: str, world: World, *, fill: int, requests: int) -> list[Measure]:
+    from agents.tasks import rollup
     from bench import pages
     from bench.fill import waiting_runs_fill
     from bench.progress import say
@@ -145,6 +146,10 @@ def _pages(base_url: str, world: World, *, fill: int, requests: int) -> list[Mea
     small = {page.name: pages.page_time(base_url, page, n=requests, **credentials) for page in pages.PAGES}
     say(f"filling {fill:,} waiting runs with their steps and approvals")
     waiting_runs_fill(checkpoint_reach(world), count=fill)
+    # What the periodic task (agents.tasks.rollup, every 5 minutes) would have done by now: the
+    # hours that closed are rolled up; the pages read the roll-up and count the rest live.
+    say("rolling up the closed hours, as the periodic task does")
+    rollup.apply().get()
     return [
         pages.page_measure(
             page, small=small[page.name], large=pages.page_time(base_url, page, n=requests, **credentials)

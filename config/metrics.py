@@ -5,7 +5,9 @@ approval requests, guardrail hits), so any process that answers a scrape reports
 numbers: no per-process counters, no multiprocess directory. Counters count rows that have
 reached an end (a finished run, a tool call that ended), so they only grow while rows are kept;
 histograms are bucket counts of stored durations. Each family is one grouped query; agents are
-named by slug from one more query, so no family joins the agent table.
+named by slug from one more query, so no family joins the agent table. The steps, the largest
+table, are read from their hourly roll-up plus the steps of the hours not rolled up yet
+(``agents.rollup_reads``): the same counts as the steps themselves, from fewer rows.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
+from itertools import accumulate
 from typing import Any
 
 from django.db.models import Count, DurationField, Expression, ExpressionWrapper, F, Min, Q, QuerySet, Sum
@@ -34,6 +37,8 @@ from agents.models import (
     ToolCall,
     ToolCallStatus,
 )
+from agents.rollup_models import STEP_BOUNDS_MS
+from agents.rollup_reads import step_groups
 from approvals.models import ApprovalRequest, ApprovalStatus
 from audit.selectors import audit_backlog
 from config.websocket_count import websocket_connections
@@ -42,7 +47,7 @@ logger = logging.getLogger(__name__)
 
 # Upper bounds in seconds.
 RUN_BUCKETS = (1, 5, 15, 30, 60, 300, 900, 1800, 3600, 4 * 3600, 24 * 3600)
-STEP_BUCKETS = (0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+STEP_BUCKETS = tuple(bound / 1000 for bound in STEP_BOUNDS_MS)  # 0.005 ... 60, as the roll-up counts them
 TOOL_CALL_BUCKETS = (0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 DECISION_BUCKETS = (5, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 4 * 3600, 8 * 3600, 24 * 3600)
 
@@ -134,7 +139,6 @@ class DatabaseCollector(Collector):
         yield from self._runs(slug)
         yield from self._steps(slug)
         yield from self._tool_calls(slug)
-        yield from self._model_usage(slug)
         yield from self._approvals(slug, slugs)
         yield from self._guardrails(slug)
         yield from self._audit()
@@ -164,17 +168,45 @@ class DatabaseCollector(Collector):
         )
 
     def _steps(self, slug: Callable[[int | None], str]) -> Iterable[Metric]:
-        yield histogram(
+        """The step histogram and the model usage (tokens, cost): one read of the hourly roll-up and the tail."""
+        latency: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0] * (len(STEP_BOUNDS_MS) + 1))
+        sums: dict[tuple[str, str], int] = defaultdict(int)
+        usage: dict[tuple[str, str], list[Any]] = defaultdict(lambda: [0, 0, Decimal(0)])
+        for row in step_groups(group_by=["by_agent", "by_kind", "by_model", "by_le"]):
+            agent, kind = slug(row["by_agent"]), row["by_kind"]
+            latency[agent, kind][row["by_le"]] += row["n"]
+            sums[agent, kind] += row["latency"] or 0
+            if kind == Step.Kind.REASONING and row["by_model"]:
+                used = usage[agent, row["by_model"]]
+                used[0] += row["prompt"] or 0
+                used[1] += row["completion"] or 0
+                used[2] += Decimal(row["spent"] or 0)
+        family = HistogramMetricFamily(
             "countersign_step_duration_seconds",
             "Steps by kind: a reasoning step's model call, a tool call's checkpoint, an observation's "
             "tool execution, a decision's application.",
-            queryset=Step.objects.all(),
-            group_by=["run__agent_id", "kind"],
             labels=["agent", "kind"],
-            label_values=lambda row: [slug(row["run__agent_id"]), row["kind"]],
-            measure=milliseconds("latency_ms"),
-            buckets=STEP_BUCKETS,
         )
+        for (agent, kind), counts in sorted(latency.items()):
+            cumulative = list(accumulate(counts))
+            buckets = [(floatToGoString(b), c) for b, c in zip(STEP_BUCKETS, cumulative, strict=False)]  # type: ignore[no-untyped-call]
+            family.add_metric(
+                [agent, kind], buckets=[*buckets, ("+Inf", cumulative[-1])], sum_value=sums[agent, kind] / 1000
+            )
+        yield family
+        tokens = CounterMetricFamily(
+            "countersign_model_tokens", "Model tokens, prompt and completion.", labels=["agent", "model", "direction"]
+        )
+        cost = CounterMetricFamily(
+            "countersign_model_cost_usd", "What the model calls cost, in US dollars.", labels=["agent", "model"]
+        )
+        for (agent, model), (prompt, completion, spent) in sorted(usage.items()):
+            tokens.add_metric([agent, model, "prompt"], prompt)
+            tokens.add_metric([agent, model, "completion"], completion)
+            # To the column's places: SQLite sums decimals as floats.
+            cost.add_metric([agent, model], float(spent.quantize(Decimal("0.000001"))))
+        yield tokens
+        yield cost
 
     def _tool_calls(self, slug: Callable[[int | None], str]) -> Iterable[Metric]:
         total = CounterMetricFamily(
@@ -211,28 +243,6 @@ class DatabaseCollector(Collector):
             buckets=TOOL_CALL_BUCKETS,
         )
 
-    def _model_usage(self, slug: Callable[[int | None], str]) -> Iterable[Metric]:
-        tokens = CounterMetricFamily(
-            "countersign_model_tokens", "Model tokens, prompt and completion.", labels=["agent", "model", "direction"]
-        )
-        cost = CounterMetricFamily(
-            "countersign_model_cost_usd", "What the model calls cost, in US dollars.", labels=["agent", "model"]
-        )
-        rows = (
-            Step.objects.order_by()
-            .filter(kind=Step.Kind.REASONING)
-            .exclude(model="")
-            .values("run__agent_id", "model")
-            .annotate(prompt=Sum("prompt_tokens"), completion=Sum("completion_tokens"), cost=Sum("cost"))
-        )
-        for row in rows:
-            agent = slug(row["run__agent_id"])
-            tokens.add_metric([agent, row["model"], "prompt"], row["prompt"] or 0)
-            tokens.add_metric([agent, row["model"], "completion"], row["completion"] or 0)
-            cost.add_metric([agent, row["model"]], float(row["cost"] or Decimal(0)))
-        yield tokens
-        yield cost
-
     def _approvals(self, slug: Callable[[int | None], str], slugs: dict[int, str]) -> Iterable[Metric]:
         outcomes: dict[tuple[str, str, str], int] = defaultdict(int)
         pending: dict[str, int] = dict.fromkeys(slugs.values(), 0)
@@ -242,7 +252,9 @@ class DatabaseCollector(Collector):
             .values("agent_id", "tool", "status")
             .annotate(
                 n=Count("pk"),
-                edited=Count("pk", filter=Q(decided_arguments__isnull=False)),
+                # Approved first: SQLite then reads the row (for its arguments) of the approved
+                # requests only, the rest from approval_totals_idx alone.
+                edited=Count("pk", filter=Q(status=ApprovalStatus.APPROVED) & Q(decided_arguments__isnull=False)),
                 escalated=Count("pk", filter=Q(escalated_at__isnull=False)),
                 oldest=Min("created_at"),
             )

@@ -175,12 +175,14 @@ CELERY_WORKER_QUEUES = "seals,sweeps,resumes,runs,default"
 SWEEP_INTERVAL_SECONDS = env_int("SWEEP_INTERVAL_SECONDS", 10, minimum=1)
 ALERTS_INTERVAL_SECONDS = env_int("ALERTS_INTERVAL_SECONDS", 60, minimum=1)
 # Periodic tasks; one still queued when the next is due is dropped (each does all that is due):
-# the sweep, the alert rules (approvals/alerts.py), and the sealer behind `manage.py audit_seal --loop`.
+# the sweep, the alert rules (approvals/alerts.py), the hourly roll-ups (agents/rollups.py), and the
+# sealer behind `manage.py audit_seal --loop`.
 CELERY_BEAT_SCHEDULE = {
     name: {"task": task, "schedule": float(seconds), "options": {"expires": float(seconds)}}
     for name, task, seconds in [
         ("sweep", "agents.tasks.sweep", SWEEP_INTERVAL_SECONDS),
         ("alerts", "approvals.tasks.evaluate_alerts", ALERTS_INTERVAL_SECONDS),
+        ("rollup", "agents.tasks.rollup", 300),
         ("audit-seal", "audit.tasks.seal", 1),
     ]
 }

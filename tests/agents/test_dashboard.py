@@ -73,3 +73,18 @@ def test_rows_land_in_their_bucket_and_older_rows_stay_out(operator):
     assert data.latency[0].total == 1 and data.latency[0].cumulative[1] == 1  # 7 ms: at or under 10 ms
     (summary,) = data.agents
     assert summary.total_runs == 3
+
+
+@pytest.mark.django_db
+def test_hour_rows_land_in_their_bucket_in_another_time_zone(operator, settings):
+    settings.TIME_ZONE = "America/New_York"
+    agent = Agent.objects.create(slug="a", name="A", objective="x", scope="x")
+    now = timezone.now()
+    window = WINDOWS["24h"]
+    starts = window.buckets(now=now)
+    seed_runs(agent, user=operator, at=starts[0], status="succeeded", latencies=[7])
+    seed_runs(agent, user=operator, at=starts[5] - timedelta(microseconds=1), status="failed", count=2)
+    seed_runs(agent, user=operator, at=starts[0] - timedelta(microseconds=1), status="failed")
+    data = dashboard_for(window=window, now=now)
+    assert data.runs["succeeded"][0] == 1 and data.latency[0].total == 1
+    assert data.runs["failed"][4] == 2 and sum(data.runs["failed"]) == 2
