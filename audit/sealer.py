@@ -210,7 +210,9 @@ def _checkpoint(*, sequence: int, head_hash: str, frontier: Frontier) -> AuditCh
         signature=checkpoint_sign(sequence=sequence, head_hash=head_hash, sealed_at=sealed_at),
         key_id=key_id(),
         root_hash=root_hash,
-        tree_signature=tree_head_sign(tree_size=sequence, root_hash=root_hash, head_hash=head_hash, sealed_at=sealed_at),
+        tree_signature=tree_head_sign(
+            tree_size=sequence, root_hash=root_hash, head_hash=head_hash, sealed_at=sealed_at
+        ),
         frontier=[node.hex() for node in frontier.nodes],
     )
     checkpoint._chain_append = True

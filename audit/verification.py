@@ -104,7 +104,11 @@ class _Checkpoints:
             sealed_at=checkpoint["sealed_at"],
         )
         if not signature_ok(message=message, signature=str(checkpoint["tree_signature"]), public_key=self.public_key):
-            return f"the tree head signature of checkpoint {place} does not verify (forged or altered)", "valid", "invalid"
+            return (
+                f"the tree head signature of checkpoint {place} does not verify (forged or altered)",
+                "valid",
+                "invalid",
+            )
         if checkpoint["root_hash"] != (root := tree.root().hex()):
             problem = f"the Merkle root signed at checkpoint {place} is not the tree of the events up to it"
             return problem, str(checkpoint["root_hash"]), root

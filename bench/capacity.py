@@ -21,12 +21,13 @@ from agents.tasks import advance_run
 from approvals.models import ApprovalRequest
 from audit.models import AuditEvent
 from audit.services import audit_record
-from bench.http import Http
 from bench.audit_writers import AUDIT_DATA, audit_appends_in_processes
+from bench.http import Http
 from bench.progress import progress, say
 from bench.stats import Goal, Measure
 from bench.world import World
 from tests.live import wait_until
+
 
 def insert_floor_ms(*, n: int) -> float:
     """A single-row INSERT and its commit, the least a step's own transaction can cost."""
