@@ -47,6 +47,16 @@ def backend_cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / _TICKS
 
 
+def machine_cpu_seconds() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine since boot, all cores, from /proc/stat."""
+    try:
+        values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    except (OSError, ValueError, IndexError):
+        return 0.0, 0.0
+    idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
+    return (sum(values) - idle) / _TICKS, sum(values) / _TICKS
+
+
 def _writer(barrier: Barrier, per_writer: int, results: Any) -> None:
     import django
 
@@ -89,7 +99,7 @@ def _sample_waits(stop: threading.Event, waits: Counter[str]) -> None:
                 )
                 for state, kind, event in cursor.fetchall():
                     waits[f"{state}:{kind or 'cpu'}:{event or '-'}"] += 1
-                time.sleep(0.005)
+                time.sleep(0.02)  # light: the sampler's own queries take CPU the writers would use
     finally:
         connection.close()
 
@@ -102,6 +112,7 @@ class AppendRun:
     client_cpu_ms: float  # per append
     backend_cpu_ms: float | None  # per append
     waits: dict[str, int]  # pg_stat_activity samples of the writers' backends: state:wait type:event
+    machine_busy_cores: float  # every process's CPU during the run (ours, PostgreSQL's and any other's)
 
     @property
     def per_second(self) -> float:
@@ -116,6 +127,9 @@ class AppendRun:
             "backend_cpu_ms_per_append": None if self.backend_cpu_ms is None else round(self.backend_cpu_ms, 3),
             # What the machine's cores could do if nothing but these appends ran on them.
             "cpu_bound_per_s": round((os.cpu_count() or 1) * 1000 / cpu) if cpu else None,
+            # Cores busy during the run, and how many of them the writers and their backends used.
+            "machine_busy_cores": round(self.machine_busy_cores, 2),
+            "writer_cores": round(self.per_second * cpu / 1000, 2),
             "backend_waits": dict(sorted(self.waits.items(), key=lambda item: -item[1])[:8]),
         }
 
@@ -135,9 +149,11 @@ def audit_appends_in_processes(*, writers: int, per_writer: int) -> AppendRun:
     sampler = threading.Thread(target=_sample_waits, args=(stop, waits))
     barrier.wait(timeout=120)
     started = time.monotonic()
+    busy_before, _ = machine_cpu_seconds()
     sampler.start()
     reports = [results.get(timeout=300) for _ in processes]
     seconds = time.monotonic() - started
+    busy_after, _ = machine_cpu_seconds()
     stop.set()
     sampler.join()
     for process in processes:
@@ -148,4 +164,5 @@ def audit_appends_in_processes(*, writers: int, per_writer: int) -> AppendRun:
     backend = [report.backend_cpu_s for report in reports]
     backend_ms = sum(b for b in backend if b is not None) * 1000 / appends if None not in backend else None
     client_ms = sum(report.client_cpu_s for report in reports) * 1000 / appends
-    return AppendRun(writers, appends, seconds, client_ms, backend_ms, dict(waits))
+    busy = (busy_after - busy_before) / seconds
+    return AppendRun(writers, appends, seconds, client_ms, backend_ms, dict(waits), busy)

@@ -4,6 +4,7 @@ worker processes, decisions a second through the API, audited appends and the se
 from __future__ import annotations
 
 import importlib
+import os
 import queue
 import threading
 import time
@@ -143,6 +144,8 @@ def audit_appends(*, writers: int, per_writer: int) -> Measure:
     say(
         f"  {writers} writer(s): {run.per_second:.0f}/s; CPU per append: client {run.client_cpu_ms:.3f} ms, "
         f"PostgreSQL backend {run.backend_cpu_ms if run.backend_cpu_ms is None else round(run.backend_cpu_ms, 3)} ms; "
+        f"cores busy {run.machine_busy_cores:.2f} of {os.cpu_count()}, "
+        f"the writers' share {run.extra()['writer_cores']}; "
         f"backend states sampled: {run.extra()['backend_waits']}"
     )
     return Measure.rate(f"audit_appends_per_s_{writers}", count=run.appends, seconds=run.seconds, extra=run.extra())
