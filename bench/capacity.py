@@ -143,7 +143,7 @@ def audit_appends(*, writers: int, per_writer: int) -> Measure:
     run = audit_appends_in_processes(writers=writers, per_writer=per_writer)
     say(
         f"  {writers} writer(s): {run.per_second:.0f}/s; CPU per append: client {run.client_cpu_ms:.3f} ms, "
-        f"PostgreSQL backend {run.backend_cpu_ms if run.backend_cpu_ms is None else round(run.backend_cpu_ms, 3)} ms; "
+        f"PostgreSQL backend {'-' if run.backend_cpu_ms is None else f'{run.backend_cpu_ms:.3f}'} ms; "
         f"cores busy {run.machine_busy_cores:.2f} of {os.cpu_count()}, "
         f"the writers' share {run.extra()['writer_cores']}; "
         f"backend states sampled: {run.extra()['backend_waits']}"
