@@ -99,6 +99,14 @@ def _sample_waits(stop: threading.Event, waits: Counter[str]) -> None:
                 )
                 for state, kind, event in cursor.fetchall():
                     waits[f"{state}:{kind or 'cpu'}:{event or '-'}"] += 1
+                # Heavyweight locks a writer's backend waits for (row, relation, advisory,
+                # transaction id): none means nothing of the log's makes appends queue.
+                cursor.execute(
+                    "SELECT count(*) FROM pg_locks AS l JOIN pg_stat_activity AS a ON a.pid = l.pid "
+                    "WHERE NOT l.granted AND a.application_name = %s",
+                    [APPLICATION_NAME],
+                )
+                waits["lock not granted"] += int(cursor.fetchone()[0])
                 time.sleep(0.02)  # light: the sampler's own queries take CPU the writers would use
     finally:
         connection.close()
