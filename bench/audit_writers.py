@@ -139,6 +139,7 @@ class AppendRun:
             "machine_busy_cores": round(self.machine_busy_cores, 2),
             "writer_cores": round(self.per_second * cpu / 1000, 2),
             "backend_waits": dict(sorted(self.waits.items(), key=lambda item: -item[1])[:8]),
+            "ungranted_locks": self.waits.get("lock not granted", 0),
         }
 
 

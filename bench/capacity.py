@@ -146,6 +146,7 @@ def audit_appends(*, writers: int, per_writer: int) -> Measure:
         f"PostgreSQL backend {'-' if run.backend_cpu_ms is None else f'{run.backend_cpu_ms:.3f}'} ms; "
         f"cores busy {run.machine_busy_cores:.2f} of {os.cpu_count()}, "
         f"the writers' share {run.extra()['writer_cores']}; "
+        f"heavyweight locks waited for: {run.extra()['ungranted_locks']}; "
         f"backend states sampled: {run.extra()['backend_waits']}"
     )
     return Measure.rate(f"audit_appends_per_s_{writers}", count=run.appends, seconds=run.seconds, extra=run.extra())
