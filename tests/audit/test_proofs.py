@@ -195,3 +195,17 @@ def test_audit_verify_rebuilds_the_tree_and_names_a_root_signed_over_other_event
     report = audit_chain_verify()
     assert report.broken is not None
     assert "tree head signature of checkpoint 6 does not verify" in report.broken.problem
+
+
+@pytest.mark.parametrize("kept", [None, ["00" * 32]])  # a chain sealed before trees; a frontier that is wrong
+def test_a_checkpoint_without_a_usable_frontier_has_the_tree_rebuilt_from_the_events(api, kept):
+    write(5)
+    seal_pending()
+    table = AuditCheckpoint._meta.db_table
+    _tamper(f"UPDATE {table} SET frontier = %s", [None if kept is None else json.dumps(kept)], table)
+    events = write(3)
+    seal_pending()
+    assert audit_chain_verify().intact
+    proof = api.get(proof_url(events[-1].pk)).json()
+    assert proof["tree_size"] == 8
+    assert proof_verify(proof, public_key=public_key_bytes()).ok
