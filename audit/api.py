@@ -14,8 +14,8 @@ from rest_framework.views import APIView
 
 from audit.models import AuditEvent
 from audit.permissions import IsAuditor
-from audit.selectors import audit_event_list, audit_head, parse_moment
-from audit.serializers import AuditEventOutputSerializer, AuditHeadSerializer
+from audit.selectors import ProofNotFound, audit_event_list, audit_event_proof, audit_head, parse_moment
+from audit.serializers import AuditEventOutputSerializer, AuditHeadSerializer, AuditProofSerializer
 from audit.types import JSON
 from config.parsing import INT64_MAX
 from config.serializers import QuerySerializer, error_responses
@@ -144,6 +144,49 @@ class AuditHeadApi(APIView):
     @extend_schema(responses={200: AuditHeadSerializer, **error_responses(401, 403)})
     def get(self, request: Request) -> Response:
         return Response(AuditHeadSerializer(audit_head()).data)
+
+
+class AuditProofQuery(TypedDict, total=False):
+    checkpoint: int
+
+
+class AuditEventProofApi(APIView):
+    permission_classes = [IsAuditor]
+
+    class QuerySerializer(QuerySerializer[AuditProofQuery]):
+        checkpoint = serializers.IntegerField(
+            required=False,
+            min_value=1,
+            max_value=INT64_MAX,
+            help_text="The sequence of the signed checkpoint whose tree to prove against (default: the latest).",
+        )
+
+    @extend_schema(
+        parameters=[QuerySerializer],
+        responses={
+            200: AuditProofSerializer,
+            **error_responses(
+                400,
+                401,
+                403,
+                404,
+                409,
+                descriptions={
+                    404: "No such event or checkpoint.",
+                    409: "The event is pending or sealed after the checkpoint, or the checkpoint has no tree.",
+                },
+            ),
+        },
+    )
+    def get(self, request: Request, event_id: str) -> Response:
+        query = self.QuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        validated: AuditProofQuery = query.validated_data
+        # The path takes any text, so that a malformed id is this API's JSON 404, not the router's.
+        if not (len(event_id) <= 19 and event_id.isascii() and event_id.isdigit() and 1 <= int(event_id) <= INT64_MAX):
+            raise ProofNotFound(f"No audit event {event_id[:40]!r}.")
+        proof = audit_event_proof(event_id=int(event_id), checkpoint=validated.get("checkpoint"))
+        return Response(AuditProofSerializer(proof).data)
 
 
 __all__ = [

@@ -115,6 +115,12 @@ def chain_hash(*, prev_hash: str, fields: Mapping[str, object]) -> str:
     return hashlib.sha256(body.encode("utf-8")).hexdigest()
 
 
+def event_hashes(*, prev_hash: str, fields: Mapping[str, object]) -> tuple[str, str]:
+    """``(content_hash, chain_hash)`` of one event, from one canonical form: what the sealer takes."""
+    body = canonical_json(event_payload(fields)).encode("utf-8")
+    return hashlib.sha256(body).hexdigest(), hashlib.sha256(prev_hash.encode("utf-8") + body).hexdigest()
+
+
 def content_hash(*, fields: Mapping[str, object]) -> str:
     """The hash of one event's own fields, without its place in the chain: taken when it is
     written, so that a change made before it is sealed shows."""

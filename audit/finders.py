@@ -7,6 +7,7 @@ prefix and the Luhn check, IBANs their country's length and the mod-97 check, ph
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 
@@ -49,16 +50,28 @@ def _key_words(key: object) -> list[str]:
     return [word.lower() for word in _WORD_SEPARATORS.split(_CAMEL.sub("_", str(key))) if word]
 
 
-def is_secret_key(key: object) -> bool:
-    words = _key_words(key)
+# Every audited value's keys are classified on every append, and they come from a small set
+# (tool argument names, "output", "latency_ms"): the answers are kept per key text.
+@functools.lru_cache(maxsize=4096)
+def _secret_key_text(text: str) -> bool:
+    words = _key_words(text)
     if any(word in SECRET_WORDS or word.endswith(SECRET_SUFFIXES) for word in words):
         return True
     return any(first + second in SECRET_WORD_PAIRS for first, second in zip(words, words[1:], strict=False))
 
 
-def is_digest_key(key: object) -> bool:
-    words = _key_words(key)
+@functools.lru_cache(maxsize=4096)
+def _digest_key_text(text: str) -> bool:
+    words = _key_words(text)
     return bool(words) and words[-1] in DIGEST_WORDS
+
+
+def is_secret_key(key: object) -> bool:
+    return _secret_key_text(str(key))
+
+
+def is_digest_key(key: object) -> bool:
+    return _digest_key_text(str(key))
 
 
 # --- Finders ---------------------------------------------------------------------------------

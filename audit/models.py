@@ -50,16 +50,17 @@ class AuditEvent(models.Model):
     target_type = models.CharField(max_length=100, blank=True)
     target_id = models.CharField(max_length=64, blank=True)
     target_repr = models.CharField(max_length=200, blank=True)
-    agent_slug = models.CharField(max_length=100, blank=True, db_index=True)
+    agent_slug = models.CharField(max_length=100, blank=True)  # indexed in Meta: exact matches only
     run_id = models.BigIntegerField(null=True, blank=True, db_index=True)
     data = models.JSONField(default=dict)
     # sha256 of the canonical JSON of the hashed fields, taken when the event is written: an
     # event changed before it is sealed no longer matches it (empty on events sealed before 0005).
     content_hash = models.CharField(max_length=64, blank=True)
     # The place in the chain, from 1 without gaps; None while the event waits for the sealer.
-    sequence = models.BigIntegerField(null=True, blank=True, unique=True)
+    # Unique among sealed events (Meta.constraints): a pending event adds nothing to those indexes.
+    sequence = models.BigIntegerField(null=True, blank=True)
     prev_hash = models.CharField(max_length=64, null=True, blank=True)
-    hash = models.CharField(max_length=64, unique=True, null=True, blank=True)
+    hash = models.CharField(max_length=64, null=True, blank=True)
 
     objects = AppendOnlyQuerySet["AuditEvent"].as_manager()
 
@@ -69,12 +70,27 @@ class AuditEvent(models.Model):
 
     class Meta:
         ordering = ["id"]
-        indexes = [models.Index(fields=["target_type", "target_id"])]
+        # An append writes every index of the table, and sealing writes each again (the chain
+        # columns change, so the new row version is not a heap-only update): only what queries use.
+        indexes = [
+            models.Index(fields=["target_type", "target_id"]),
+            models.Index(fields=["agent_slug"], name="audit_event_agent_slug"),
+            # The sealer's backlog: only pending events are in it, a sealed version never is.
+            models.Index(fields=["id"], condition=models.Q(sequence__isnull=True), name="audit_event_pending"),
+        ]
         constraints = [
-            # An event has at most one successor: even a writer that read a stale head
-            # (a misconfigured isolation level, a SQLite database without IMMEDIATE
-            # transactions) fails here instead of forking the chain.
-            models.UniqueConstraint(fields=["prev_hash"], name="audit_event_one_successor"),
+            # Partial: NULLs are never equal, so this is the same rule as a plain unique column.
+            models.UniqueConstraint(
+                fields=["sequence"], condition=models.Q(sequence__isnull=False), name="audit_event_unique_place"
+            ),
+            models.UniqueConstraint(
+                fields=["hash"], condition=models.Q(hash__isnull=False), name="audit_event_unique_hash"
+            ),
+            # An event has at most one successor: even a sealer that read a stale head fails
+            # here instead of forking the chain.
+            models.UniqueConstraint(
+                fields=["prev_hash"], condition=models.Q(prev_hash__isnull=False), name="audit_event_one_successor"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -109,6 +125,15 @@ class AuditCheckpoint(models.Model):
     # Ed25519 over checkpoint_message(), base64; key_id names the public key that checks it.
     signature = models.CharField(max_length=100)
     key_id = models.CharField(max_length=16)
+    # The RFC 6962 Merkle tree over the first ``sequence`` events (audit/merkle.py) and the
+    # signature of its tree head (audit.signing.tree_head_message); None on checkpoints signed
+    # before trees (migration 0006).
+    root_hash = models.CharField(max_length=64, null=True, blank=True)
+    tree_signature = models.CharField(max_length=100, null=True, blank=True)
+    # The roots of the tree's perfect subtrees, largest first (hex): the next batch extends the
+    # tree from them without reading the earlier events. Not signed: a wrong one gives a root
+    # that audit_verify, which rebuilds the tree from the events, reports.
+    frontier = models.JSONField(null=True, blank=True)
 
     objects = AppendOnlyQuerySet["AuditCheckpoint"].as_manager()
     _chain_append: bool

@@ -5,7 +5,12 @@ one sealer at a time (a transaction-scoped advisory lock on PostgreSQL, the writ
 SQLite) walks them in id order, links each to the one before (``hash = sha256(prev_hash ||
 canonical JSON)``), numbers them from 1 without gaps and writes a signed checkpoint, in batches.
 This is how Certificate Transparency and Trillian logs work: clients submit, one sequencer
-integrates.
+integrates. Each checkpoint also signs the root of the RFC 6962 Merkle tree over the events up to
+it (audit/merkle.py), extended batch by batch from the frontier the checkpoint before it kept.
+
+What a batch costs is mostly the database's: each sealed event is a new row version written to
+every index of the table. On PostgreSQL a batch is one UPDATE (its links are checked once, by a
+statement trigger: migration 0006), not one statement per event.
 
 Why no event is skipped or sealed out of id order (PostgreSQL). Ids come from a sequence and
 may commit out of order. Before sealing, the sealer
@@ -44,9 +49,10 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import connection, transaction
 from django.utils import timezone
 
-from audit.chain import GENESIS_HASH, HASHED_FIELDS, chain_hash, content_hash
+from audit.chain import GENESIS_HASH, HASHED_FIELDS, event_hashes
+from audit.merkle import Frontier, leaf_hash
 from audit.models import AuditCheckpoint, AuditEvent
-from audit.signing import checkpoint_sign, key_id
+from audit.signing import checkpoint_sign, key_id, tree_head_sign
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +72,12 @@ _OPEN_WRITERS = """
 """
 # The table name is the model's own, never input.
 _SEAL = f"UPDATE {TABLE} SET sequence = %s, prev_hash = %s, hash = %s WHERE id = %s AND sequence IS NULL"  # noqa: S608
+# PostgreSQL: a whole batch in one statement (its links are checked after it, migration 0006).
+_SEAL_BATCH = f"""
+    UPDATE {TABLE} AS e SET sequence = v.sequence, prev_hash = v.prev_hash, hash = v.hash
+    FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::bigint[]) AS v(sequence, prev_hash, hash, id)
+    WHERE e.id = v.id AND e.sequence IS NULL
+"""  # noqa: S608
 # Of the given transactions, those still open and younger than the straggler bound.
 _STILL_OPEN = """
     SELECT count(*) FROM pg_locks AS l JOIN pg_stat_activity AS a ON a.pid = l.pid
@@ -123,6 +135,27 @@ def chain_tail() -> tuple[int, str]:
     return int(last[0]), str(last[1])
 
 
+def _frontier(*, sequence: int) -> Frontier:
+    """The Merkle frontier of the first ``sequence`` events: the last checkpoint's, or rebuilt
+    from the events (once, for a chain sealed before checkpoints had trees)."""
+    last = AuditCheckpoint.objects.order_by("-sequence").values_list("sequence", "frontier").first()
+    if last is not None and last[0] == sequence and isinstance(last[1], list):
+        try:
+            return Frontier(sequence, [bytes.fromhex(str(node)) for node in last[1]])
+        except ValueError:
+            logger.warning("checkpoint %s has a malformed Merkle frontier; rebuilding it from the events", sequence)
+    frontier = Frontier()
+    hashes = (
+        AuditEvent.objects.filter(sequence__isnull=False, sequence__lte=sequence)
+        .order_by("sequence")
+        .values_list("hash", flat=True)
+        .iterator(chunk_size=5000)
+    )
+    for event_hash in hashes:
+        frontier.append(leaf_hash(bytes.fromhex(str(event_hash))))
+    return frontier
+
+
 def _seal_batch(*, horizon: int, batch_size: int) -> int:
     with transaction.atomic():
         if not _take_sealer_lock():
@@ -133,20 +166,24 @@ def _seal_batch(*, horizon: int, batch_size: int) -> int:
             .order_by("id")
             .values_list(*SEAL_COLUMNS)[:batch_size]
         )
+        if not rows:
+            return 0
+        frontier = _frontier(sequence=sequence)
         updates: list[tuple[int, str, str, int]] = []
         refused: SealRefused | None = None
         for row in rows:
             fields = dict(zip(SEAL_COLUMNS, row, strict=True))
-            if fields["content_hash"] and content_hash(fields=fields) != fields["content_hash"]:
+            written, event_hash = event_hashes(prev_hash=prev_hash, fields=fields)
+            if fields["content_hash"] and written != fields["content_hash"]:
                 refused = SealRefused(f"audit event {fields['id']} was changed after it was written; not sealed")
                 break
             sequence += 1
-            event_hash = chain_hash(prev_hash=prev_hash, fields=fields)
             updates.append((sequence, prev_hash, event_hash, fields["id"]))
+            frontier.append(leaf_hash(bytes.fromhex(event_hash)))
             prev_hash = event_hash
         if updates:
             _write_places(updates)
-            _checkpoint(sequence=sequence, head_hash=prev_hash)
+            _checkpoint(sequence=sequence, head_hash=prev_hash, frontier=frontier)
     if refused is not None:
         # Sealing it would sign the change; sealing past it would break the id order. The chain
         # stops here, /healthz reports the lag and audit_verify names the event.
@@ -158,17 +195,30 @@ def _seal_batch(*, horizon: int, batch_size: int) -> int:
 def _write_places(updates: list[tuple[int, str, str, int]]) -> None:
     # Raw SQL: the model refuses updates; the trigger lets exactly this one write through.
     with connection.cursor() as cursor:
-        cursor.executemany(_SEAL, updates)
+        if connection.vendor != "postgresql":
+            cursor.executemany(_SEAL, updates)  # in order: SQLite's row trigger checks each link
+            return
+        columns = [list(column) for column in zip(*updates, strict=True)]
+        cursor.execute(_SEAL_BATCH, columns)
+        if cursor.rowcount != len(updates):
+            # Only under the sealer's lock are events sealed, so this is a broken invariant: undo all.
+            raise RuntimeError(f"sealed {cursor.rowcount} of {len(updates)} events; the batch is rolled back")
 
 
-def _checkpoint(*, sequence: int, head_hash: str) -> AuditCheckpoint:
+def _checkpoint(*, sequence: int, head_hash: str, frontier: Frontier) -> AuditCheckpoint:
     sealed_at = timezone.now()
+    root_hash = frontier.root().hex()
     checkpoint = AuditCheckpoint(
         sequence=sequence,
         head_hash=head_hash,
         sealed_at=sealed_at,
         signature=checkpoint_sign(sequence=sequence, head_hash=head_hash, sealed_at=sealed_at),
         key_id=key_id(),
+        root_hash=root_hash,
+        tree_signature=tree_head_sign(
+            tree_size=sequence, root_hash=root_hash, head_hash=head_hash, sealed_at=sealed_at
+        ),
+        frontier=[node.hex() for node in frontier.nodes],
     )
     checkpoint._chain_append = True
     checkpoint.save(force_insert=True)

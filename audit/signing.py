@@ -26,6 +26,10 @@ from django.core.exceptions import ImproperlyConfigured
 ALGORITHM = "Ed25519"
 # The first line of every signed checkpoint: names the log and the format's version.
 MESSAGE_ORIGIN = "countersign audit checkpoint v1"
+# The first line of a checkpoint's second statement, its tree head: "the Merkle tree (RFC 6962)
+# over the first ``sequence`` events has this root", with the head and time of the checkpoint.
+# A statement of its own, so that the first one keeps its published form.
+TREE_MESSAGE_ORIGIN = "countersign audit tree head v1"
 
 
 def _parse(text: str) -> Ed25519PrivateKey:
@@ -101,6 +105,28 @@ def checkpoint_message(*, sequence: int, head_hash: str, sealed_at: dt.datetime)
 def checkpoint_sign(*, sequence: int, head_hash: str, sealed_at: dt.datetime) -> str:
     message = checkpoint_message(sequence=sequence, head_hash=head_hash, sealed_at=sealed_at)
     return base64.b64encode(signing_key().sign(message)).decode()
+
+
+def tree_head_message(*, tree_size: int, root_hash: str, head_hash: str, sealed_at: dt.datetime) -> bytes:
+    """The exact bytes a checkpoint's tree signature covers: origin, tree size (the checkpoint's
+    sequence), Merkle root (hex), head hash, sealed_at; UTF-8 lines, each ending in a newline."""
+    moment = sealed_at.astimezone(dt.UTC).isoformat()
+    return f"{TREE_MESSAGE_ORIGIN}\n{tree_size}\n{root_hash}\n{head_hash}\n{moment}\n".encode()
+
+
+def tree_head_sign(*, tree_size: int, root_hash: str, head_hash: str, sealed_at: dt.datetime) -> str:
+    message = tree_head_message(tree_size=tree_size, root_hash=root_hash, head_hash=head_hash, sealed_at=sealed_at)
+    return base64.b64encode(signing_key().sign(message)).decode()
+
+
+def signature_ok(*, message: bytes, signature: str, public_key: bytes) -> bool:
+    """True when ``signature`` (base64 Ed25519) is ``public_key``'s (32 raw bytes) over ``message``."""
+    try:
+        raw = base64.b64decode(signature, validate=True)
+        Ed25519PublicKey.from_public_bytes(public_key).verify(raw, message)
+    except (InvalidSignature, ValueError, binascii.Error):
+        return False
+    return True
 
 
 def checkpoint_signature_ok(

@@ -5,8 +5,9 @@ It stops at the first problem and names it:
 - a sealed event whose place is not the next one (a removed or renumbered event), whose link
   is not the hash before it, or whose content no longer matches its hashes;
 - a checkpoint whose signature does not verify with the configured public key, whose head is
-  not the hash at its place (the chain was rewritten after it was signed), or whose place is
-  beyond the end of the chain (events were removed from the end);
+  not the hash at its place (the chain was rewritten after it was signed), whose Merkle root is
+  not the root of the tree over the events up to its place (rebuilt here from the events), or
+  whose place is beyond the end of the chain (events were removed from the end);
 - a pending event whose content no longer matches the hash its writer gave it.
 """
 
@@ -17,8 +18,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from audit.chain import GENESIS_HASH, HASHED_FIELDS, chain_hash, content_hash
+from audit.merkle import Frontier, leaf_hash
 from audit.models import AuditCheckpoint, AuditEvent
-from audit.signing import checkpoint_signature_ok, key_id, public_key_bytes
+from audit.signing import checkpoint_signature_ok, key_id, public_key_bytes, signature_ok, tree_head_message
 
 
 @dataclass(frozen=True)
@@ -53,7 +55,7 @@ class ChainReport:
 
 
 VERIFY_COLUMNS = ("id", "sequence", "prev_hash", "hash", "content_hash", *HASHED_FIELDS)
-CHECKPOINT_COLUMNS = ("sequence", "head_hash", "sealed_at", "signature", "key_id")
+CHECKPOINT_COLUMNS = ("sequence", "head_hash", "sealed_at", "signature", "key_id", "root_hash", "tree_signature")
 
 
 class _Checkpoints:
@@ -71,19 +73,19 @@ class _Checkpoints:
         self.next: dict[str, Any] | None = next(self.rows, None)
         self.verified = 0
 
-    def check(self, *, sequence: int, event_hash: str, event_id: int) -> ChainBreak | None:
+    def check(self, *, sequence: int, event_hash: str, event_id: int, tree: Frontier) -> ChainBreak | None:
         while self.next is not None and self.next["sequence"] <= sequence:
             checkpoint, self.next = self.next, next(self.rows, None)
             if checkpoint["sequence"] < sequence:
                 continue  # only after a gap, which the walk reports itself
-            problem = self._problem(checkpoint, event_hash)
+            problem = self._problem(checkpoint, event_hash, tree)
             if problem is not None:
                 expected, found = problem[1], problem[2]
                 return ChainBreak(event_id, problem[0], expected, found)
             self.verified += 1
         return None
 
-    def _problem(self, checkpoint: dict[str, Any], event_hash: str) -> tuple[str, str, str] | None:
+    def _problem(self, checkpoint: dict[str, Any], event_hash: str, tree: Frontier) -> tuple[str, str, str] | None:
         place = checkpoint["sequence"]
         if checkpoint["key_id"] != self.key_id:
             return f"checkpoint {place} is signed by another key", self.key_id, checkpoint["key_id"]
@@ -93,6 +95,23 @@ class _Checkpoints:
         if checkpoint["head_hash"] != event_hash:
             problem = f"its hash is not the head signed at checkpoint {place} (the chain was rewritten)"
             return problem, checkpoint["head_hash"], event_hash
+        if checkpoint["root_hash"] is None and checkpoint["tree_signature"] is None:
+            return None  # signed before checkpoints had trees
+        message = tree_head_message(
+            tree_size=place,
+            root_hash=str(checkpoint["root_hash"]),
+            head_hash=checkpoint["head_hash"],
+            sealed_at=checkpoint["sealed_at"],
+        )
+        if not signature_ok(message=message, signature=str(checkpoint["tree_signature"]), public_key=self.public_key):
+            return (
+                f"the tree head signature of checkpoint {place} does not verify (forged or altered)",
+                "valid",
+                "invalid",
+            )
+        if checkpoint["root_hash"] != (root := tree.root().hex()):
+            problem = f"the Merkle root signed at checkpoint {place} is not the tree of the events up to it"
+            return problem, str(checkpoint["root_hash"]), root
         return None
 
     def past_the_end(self, sequence: int, head: str) -> ChainBreak | None:
@@ -154,6 +173,7 @@ def audit_chain_verify(
         .iterator(chunk_size=chunk_size)
     )
     checkpoints = _Checkpoints(chunk_size)
+    tree = Frontier()
     prev_hash, head_id, count, seen = GENESIS_HASH, None, 0, False
 
     def report(broken: ChainBreak | None, pending: int = 0) -> ChainReport:
@@ -162,9 +182,10 @@ def audit_chain_verify(
 
     for row in rows:
         fields = dict(zip(VERIFY_COLUMNS, row, strict=True))
-        broken = _sealed_problem(fields, place=count + 1, prev_hash=prev_hash) or checkpoints.check(
-            sequence=count + 1, event_hash=fields["hash"], event_id=fields["id"]
-        )
+        broken = _sealed_problem(fields, place=count + 1, prev_hash=prev_hash)
+        if broken is None:
+            tree.append(leaf_hash(bytes.fromhex(fields["hash"])))
+            broken = checkpoints.check(sequence=count + 1, event_hash=fields["hash"], event_id=fields["id"], tree=tree)
         if broken is not None:
             return report(broken)
         prev_hash, head_id, count = fields["hash"], fields["id"], count + 1

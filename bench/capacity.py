@@ -4,6 +4,7 @@ worker processes, decisions a second through the API, audited appends and the se
 from __future__ import annotations
 
 import importlib
+import os
 import queue
 import threading
 import time
@@ -21,19 +22,12 @@ from agents.tasks import advance_run
 from approvals.models import ApprovalRequest
 from audit.models import AuditEvent
 from audit.services import audit_record
+from bench.audit_writers import AUDIT_DATA, audit_appends_in_processes
 from bench.http import Http
-from bench.progress import progress
+from bench.progress import progress, say
 from bench.stats import Goal, Measure
 from bench.world import World
 from tests.live import wait_until
-
-# A realistic audited body: a tool call's arguments and output.
-AUDIT_DATA = {
-    "tool": "issue_refund",
-    "arguments": {"ticket_id": 17, "amount": 120.5, "currency": "USD", "customer_email": "jane@example.com"},
-    "output": {"refund_id": "rf_123456", "status": "issued"},
-    "latency_ms": 42,
-}
 
 
 def insert_floor_ms(*, n: int) -> float:
@@ -145,12 +139,17 @@ def _threads(count: int, work: Callable[[], None]) -> float:
 
 
 def audit_appends(*, writers: int, per_writer: int) -> Measure:
-    def work() -> None:
-        for _ in range(per_writer):
-            audit_record(actor=None, action="bench.append", data=AUDIT_DATA)
-
-    seconds = _threads(writers, work)
-    return Measure.rate(f"audit_appends_per_s_{writers}", count=writers * per_writer, seconds=seconds)
+    """Audited transactions a second from ``writers`` concurrent writer processes."""
+    run = audit_appends_in_processes(writers=writers, per_writer=per_writer)
+    say(
+        f"  {writers} writer(s): {run.per_second:.0f}/s; CPU per append: client {run.client_cpu_ms:.3f} ms, "
+        f"PostgreSQL backend {'-' if run.backend_cpu_ms is None else f'{run.backend_cpu_ms:.3f}'} ms; "
+        f"cores busy {run.machine_busy_cores:.2f} of {os.cpu_count()}, "
+        f"the writers' share {run.extra()['writer_cores']}; "
+        f"heavyweight locks waited for: {run.extra()['ungranted_locks']}; "
+        f"backend states sampled: {run.extra()['backend_waits']}"
+    )
+    return Measure.rate(f"audit_appends_per_s_{writers}", count=run.appends, seconds=run.seconds, extra=run.extra())
 
 
 def audit_measures(*, appends: int) -> list[Measure]:

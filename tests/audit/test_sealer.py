@@ -232,3 +232,33 @@ def test_a_configured_key_is_used_and_never_shown(settings):
         assert "not a key" not in str(caught.value)
     finally:
         signing.signing_key.cache_clear()
+
+
+@pytest.mark.django_db
+@pytest.mark.skipif(not settings.IS_POSTGRES, reason="PostgreSQL only")
+def test_a_batch_sealed_in_one_statement_is_checked_link_by_link_in_any_row_order():
+    from django.db import IntegrityError
+
+    from audit.chain import GENESIS_HASH, HASHED_FIELDS, chain_hash
+    from audit.sealer import _SEAL_BATCH
+
+    events = [audit_record(actor=None, action="tests.sealer.batch") for _ in range(4)]
+    rows = AuditEvent.objects.filter(pk__in=[e.pk for e in events]).order_by("id").values("id", *HASHED_FIELDS)
+    places, prev_hash = [], GENESIS_HASH
+    for sequence, row in enumerate(rows, start=1):
+        event_hash = chain_hash(prev_hash=prev_hash, fields=row)
+        places.append((sequence, prev_hash, event_hash, row["id"]))
+        prev_hash = event_hash
+
+    def seal(batch):
+        with connection.cursor() as cursor:
+            cursor.execute(_SEAL_BATCH, [list(column) for column in zip(*batch, strict=True)])
+
+    broken = [*places[:2], (3, "b" * 64, places[2][2], places[2][3]), places[3]]
+    with pytest.raises(IntegrityError, match="would not link to the one before it"), transaction.atomic():
+        seal(broken)
+    with pytest.raises(IntegrityError, match="would not link"), transaction.atomic():
+        seal(places[1:])  # no number 1 before them
+    assert AuditEvent.objects.filter(sequence__isnull=False).count() == 0
+    seal(list(reversed(places)))  # the statement's row order does not matter
+    assert audit_chain_verify().count == 4
