@@ -19,7 +19,6 @@ from importlib import import_module
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
-from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 from django.contrib.auth import HASH_SESSION_KEY, SESSION_KEY, get_user_model
 from django.utils.crypto import constant_time_compare
@@ -27,6 +26,7 @@ from django.utils.crypto import constant_time_compare
 from approvals.events import agent_group, event_message, user_group
 from approvals.selectors import agent_ids_reviewable_by, inbox_events_since
 from audit.types import AnyUser, JSONObject
+from config.consumer_base import JsonWebsocketConsumer
 from config.websocket_count import websocket_closed, websocket_opened
 
 REPLAY_BATCH = 500
@@ -105,7 +105,7 @@ def _replay_batch(user: AnyUser, after: int, before: int | None = None) -> list[
     return [event_message(event) for event in events]
 
 
-class InboxConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]  # channels ships no types: its classes are Any
+class InboxConsumer(JsonWebsocketConsumer):
     async def connect(self) -> None:
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
