@@ -7,8 +7,9 @@ It never writes: decisions are POSTs with CSRF.
 A client resumes from the highest seq it received, so a socket sends seqs in increasing order
 with none of the user's events missing below the last one sent. Events commit in seq order
 (approvals/notify.py), but their pushes come from different processes and may overtake one
-another, or be lost: each push names the seq of the event before it, and when that one is
-above what this socket has accounted for, the events in between are read and sent first.
+another, or be lost: each push names the events stored just before it with their agents, and
+when one of them that this socket may send is above what it has accounted for (or the list
+does not reach down that far), the events in between are read and sent first.
 """
 
 from __future__ import annotations
@@ -178,10 +179,24 @@ class InboxConsumer(JsonWebsocketConsumer):
             return
         if event.get("agent_id") not in self.agent_ids:
             return
+        seq: int = event["seq"] if "seq" in event else event["message"]["seq"]
+        if seq > self.head and self._missed_before(event):
+            await self._send_stored(before=seq)  # an earlier push is late or lost
+        text = event["text"] if "text" in event else await self.encode_json(event["message"])
+        await self._forward(seq, text)
+
+    def _missed_before(self, event: JSONObject) -> bool:
+        """Whether an event this socket may send lies between its head and ``event``: from the
+        events the push names (approvals/notify.py), or, when they do not reach down to the
+        head, by reading the stored ones. Events of agents the user may not review are no gap:
+        without the list each of them cost every socket of such a user a query."""
         prev_seq = event.get("prev_seq")
-        if prev_seq is not None and prev_seq > self.head and event["message"]["seq"] > self.head:
-            await self._send_stored(before=event["message"]["seq"])  # an earlier push is late or lost
-        await self._forward(event["message"])
+        if prev_seq is None or prev_seq <= self.head:
+            return False
+        recent = event.get("recent")
+        if recent is None or event.get("listed_after", 0) > self.head:
+            return True
+        return any(seq > self.head and agent_id in self.agent_ids for seq, agent_id in recent)
 
     async def _send_stored(self, *, before: int | None) -> None:
         """Send the user's stored events after ``head`` (and before ``before``), in seq order;
@@ -191,7 +206,7 @@ class InboxConsumer(JsonWebsocketConsumer):
                 return
             batch = await database_sync_to_async(_replay_batch)(self.user, self.head, before)
             for message in batch:
-                await self._forward(message)
+                await self._forward(message["seq"], await self.encode_json(message))
             if len(batch) < REPLAY_BATCH:
                 return
 
@@ -204,8 +219,8 @@ class InboxConsumer(JsonWebsocketConsumer):
     async def inbox_access(self, event: JSONObject) -> None:
         await self._recheck_access(fresh=True)
 
-    async def _forward(self, message: JSONObject) -> None:
-        if message["seq"] <= self.head:
+    async def _forward(self, seq: int, text: str) -> None:
+        if seq <= self.head:
             return  # sent already (replayed, then pushed live)
-        await self.send_json(message)
-        self.head = message["seq"]
+        await self.send(text_data=text)
+        self.head = seq
