@@ -101,8 +101,8 @@ async def shared_access(user_id: int | None, session_key: str | None, *, fresh: 
             del _access_in_flight[key]
 
 
-def _replay_batch(user: AnyUser, after: int, before: int | None = None) -> list[JSONObject]:
-    events = inbox_events_since(user=user, last_seq=after, before=before, limit=REPLAY_BATCH)
+def _replay_batch(agent_ids: set[int], after: int, before: int | None = None) -> list[JSONObject]:
+    events = inbox_events_since(agent_ids=agent_ids, last_seq=after, before=before, limit=REPLAY_BATCH)
     return [event_message(event) for event in events]
 
 
@@ -200,11 +200,14 @@ class InboxConsumer(JsonWebsocketConsumer):
 
     async def _send_stored(self, *, before: int | None) -> None:
         """Send the user's stored events after ``head`` (and before ``before``), in seq order;
-        as a live event, only after a fresh enough look at the user's access."""
+        as a live event, only after a fresh enough look at the user's access, and of the agents
+        that look found (the socket's own: no second reading of the permissions per socket)."""
         while True:
             if self._access_stale() and not await self._recheck_access():
                 return
-            batch = await database_sync_to_async(_replay_batch)(self.user, self.head, before)
+            if not self.agent_ids:
+                return
+            batch = await database_sync_to_async(_replay_batch)(set(self.agent_ids), self.head, before)
             for message in batch:
                 await self._forward(message["seq"], await self.encode_json(message))
             if len(batch) < REPLAY_BATCH:

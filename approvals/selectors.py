@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from django.contrib.contenttypes.models import ContentType
 from django.db import connection
 from django.db.models import F, OuterRef, Q, QuerySet, Subquery
@@ -87,10 +89,13 @@ def approval_list_for_reviewer(
 
 
 def inbox_events_since(
-    *, user: AnyUser, last_seq: int, before: int | None = None, limit: int = 500
+    *, agent_ids: Collection[int], last_seq: int, before: int | None = None, limit: int = 500
 ) -> list[InboxEvent]:
-    """The events of the agents the user may review after ``last_seq`` (and before ``before``)."""
-    events = InboxEvent.objects.filter(pk__gt=last_seq, agent__in=agents_reviewable_by(user=user))
+    """The events of these agents (those a socket's user may review, as it last read them) after
+    ``last_seq`` (and before ``before``)."""
+    if not agent_ids:
+        return []
+    events = InboxEvent.objects.filter(pk__gt=last_seq, agent_id__in=agent_ids)
     if before is not None:
         events = events.filter(pk__lt=before)
     return list(events.select_related("approval__agent", "approval__decided_by").order_by("pk")[:limit])

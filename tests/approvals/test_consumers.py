@@ -332,9 +332,9 @@ def replay_reads(monkeypatch) -> list[tuple[int, int | None]]:
     reads: list[tuple[int, int | None]] = []
     read = consumers._replay_batch
 
-    def counted(user, after, before=None):
+    def counted(agent_ids, after, before=None):
         reads.append((after, before))
-        return read(user, after, before)
+        return read(agent_ids, after, before)
 
     monkeypatch.setattr(consumers, "_replay_batch", counted)
     return reads
