@@ -3,7 +3,9 @@ from __future__ import annotations
 from typing import Any, TypedDict, cast
 
 from django.contrib.auth.models import User
-from django.core.paginator import Paginator
+from django.core.paginator import EmptyPage, Page, PageNotAnInteger, Paginator
+from django.db.models import QuerySet
+from django.utils.functional import cached_property
 from drf_spectacular.utils import OpenApiExample, extend_schema
 from rest_framework import serializers
 from rest_framework.exceptions import NotFound
@@ -62,7 +64,7 @@ def approval_detail(approval: ApprovalRequest) -> JSONObject:
 def visible_approval(request: Request, approval_id: int) -> ApprovalRequest:
     approval = (
         approval_list_for_reviewer(user=request.user)
-        .select_related("run__started_by", "tool_call")
+        .select_related("run__started_by", "tool_call", "agent")
         .filter(pk=approval_id)
         .first()
     )
@@ -98,9 +100,96 @@ class ApprovalPagination(PageNumberPagination):
         return parameters
 
 
+# The inbox list counts its approvals up to this many: beyond, counting every row of a large
+# backlog on each page would cost more than the page (100,000 waiting approvals: tens of
+# milliseconds on PostgreSQL). The answer then says "more than COUNT_CAP" with count_exact false.
+COUNT_CAP = 10_000
+
+
+class CappedPage(Page[ApprovalRequest]):
+    """A page that knows whether another follows from the one row read past its end, not from
+    the count."""
+
+    def __init__(self, rows: list[ApprovalRequest], number: int, paginator: CappedPaginator, *, more: bool) -> None:
+        super().__init__(rows, number, paginator)
+        self.more = more
+
+    def has_next(self) -> bool:
+        return self.more
+
+
+class CappedPaginator(Paginator[ApprovalRequest]):
+    """Django's paginator over a queryset whose count stops at COUNT_CAP + 1 rows. With an exact
+    count, pages are checked against it as before; past the cap, a page exists when it has rows."""
+
+    object_list: QuerySet[ApprovalRequest]
+
+    @cached_property
+    def _counted(self) -> int:
+        # COUNT(*) over a subquery stopped after COUNT_CAP + 1 rows: its cost has a bound.
+        return self.object_list.order_by()[: COUNT_CAP + 1].count()
+
+    @cached_property
+    def count(self) -> int:
+        return min(self._counted, COUNT_CAP)
+
+    @property
+    def count_exact(self) -> bool:
+        return self._counted <= COUNT_CAP
+
+    def validate_number(self, number: int | float | str) -> int:
+        if self.count_exact:
+            return super().validate_number(number)
+        try:
+            valid = int(number)
+        except (TypeError, ValueError):
+            raise PageNotAnInteger(self.error_messages["invalid_page"]) from None
+        if valid < 1:
+            raise EmptyPage(self.error_messages["min_page"])
+        return valid
+
+    def page(self, number: int | float | str) -> CappedPage:
+        valid = self.validate_number(number)
+        bottom = (valid - 1) * self.per_page
+        rows = list(self.object_list[bottom : bottom + self.per_page + 1])
+        if not rows and valid > 1:
+            raise EmptyPage(self.error_messages["no_results"])
+        return CappedPage(rows[: self.per_page], valid, self, more=len(rows) > self.per_page)
+
+
+class ApprovalListPagination(ApprovalPagination):
+    django_paginator_class = CappedPaginator
+
+    def get_paginated_response(self, data: Any) -> Response:
+        assert self.page is not None  # paginate_queryset() came first
+        paginator = cast(CappedPaginator, self.page.paginator)
+        return Response(
+            {
+                "count": paginator.count,
+                "count_exact": paginator.count_exact,
+                "next": self.get_next_link(),
+                "previous": self.get_previous_link(),
+                "results": data,
+            }
+        )
+
+    def get_paginated_response_schema(self, schema: dict[str, Any]) -> dict[str, Any]:
+        envelope = super().get_paginated_response_schema(schema)
+        envelope["required"] = ["count", "count_exact", "results"]
+        envelope["properties"] = {
+            "count": {**envelope["properties"]["count"], "description": f"Exact up to {COUNT_CAP:,}."},
+            "count_exact": {
+                "type": "boolean",
+                "description": f"false: there are more than count ({COUNT_CAP:,}) approvals; next links go on.",
+            },
+            **{name: value for name, value in envelope["properties"].items() if name != "count"},
+        }
+        return envelope
+
+
 class ApprovalListApi(APIView):
     # Read by drf-spectacular too, so the schema shows the paginated envelope.
-    pagination_class = ApprovalPagination
+    pagination_class = ApprovalListPagination
 
     class FilterSerializer(QuerySerializer[ApprovalFilters]):
         status = serializers.ChoiceField(choices=ApprovalStatus.choices, required=False)

@@ -7,8 +7,9 @@ It never writes: decisions are POSTs with CSRF.
 A client resumes from the highest seq it received, so a socket sends seqs in increasing order
 with none of the user's events missing below the last one sent. Events commit in seq order
 (approvals/notify.py), but their pushes come from different processes and may overtake one
-another, or be lost: each push names the seq of the event before it, and when that one is
-above what this socket has accounted for, the events in between are read and sent first.
+another, or be lost: each push names the events stored just before it with their agents, and
+when one of them that this socket may send is above what it has accounted for (or the list
+does not reach down that far), the events in between are read and sent first.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from importlib import import_module
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
-from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 from django.contrib.auth import HASH_SESSION_KEY, SESSION_KEY, get_user_model
 from django.utils.crypto import constant_time_compare
@@ -27,6 +27,7 @@ from django.utils.crypto import constant_time_compare
 from approvals.events import agent_group, event_message, user_group
 from approvals.selectors import agent_ids_reviewable_by, inbox_events_since
 from audit.types import AnyUser, JSONObject
+from config.consumer_base import JsonWebsocketConsumer
 from config.websocket_count import websocket_closed, websocket_opened
 
 REPLAY_BATCH = 500
@@ -100,12 +101,12 @@ async def shared_access(user_id: int | None, session_key: str | None, *, fresh: 
             del _access_in_flight[key]
 
 
-def _replay_batch(user: AnyUser, after: int, before: int | None = None) -> list[JSONObject]:
-    events = inbox_events_since(user=user, last_seq=after, before=before, limit=REPLAY_BATCH)
+def _replay_batch(agent_ids: set[int], after: int, before: int | None = None) -> list[JSONObject]:
+    events = inbox_events_since(agent_ids=agent_ids, last_seq=after, before=before, limit=REPLAY_BATCH)
     return [event_message(event) for event in events]
 
 
-class InboxConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]  # channels ships no types: its classes are Any
+class InboxConsumer(JsonWebsocketConsumer):
     async def connect(self) -> None:
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
@@ -178,20 +179,37 @@ class InboxConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]  # channe
             return
         if event.get("agent_id") not in self.agent_ids:
             return
+        seq: int = event["seq"] if "seq" in event else event["message"]["seq"]
+        if seq > self.head and self._missed_before(event):
+            await self._send_stored(before=seq)  # an earlier push is late or lost
+        text = event["text"] if "text" in event else await self.encode_json(event["message"])
+        await self._forward(seq, text)
+
+    def _missed_before(self, event: JSONObject) -> bool:
+        """Whether an event this socket may send lies between its head and ``event``: from the
+        events the push names (approvals/notify.py), or, when they do not reach down to the
+        head, by reading the stored ones. Events of agents the user may not review are no gap:
+        without the list each of them cost every socket of such a user a query."""
         prev_seq = event.get("prev_seq")
-        if prev_seq is not None and prev_seq > self.head and event["message"]["seq"] > self.head:
-            await self._send_stored(before=event["message"]["seq"])  # an earlier push is late or lost
-        await self._forward(event["message"])
+        if prev_seq is None or prev_seq <= self.head:
+            return False
+        recent = event.get("recent")
+        if recent is None or event.get("listed_after", 0) > self.head:
+            return True
+        return any(seq > self.head and agent_id in self.agent_ids for seq, agent_id in recent)
 
     async def _send_stored(self, *, before: int | None) -> None:
         """Send the user's stored events after ``head`` (and before ``before``), in seq order;
-        as a live event, only after a fresh enough look at the user's access."""
+        as a live event, only after a fresh enough look at the user's access, and of the agents
+        that look found (the socket's own: no second reading of the permissions per socket)."""
         while True:
             if self._access_stale() and not await self._recheck_access():
                 return
-            batch = await database_sync_to_async(_replay_batch)(self.user, self.head, before)
+            if not self.agent_ids:
+                return
+            batch = await database_sync_to_async(_replay_batch)(set(self.agent_ids), self.head, before)
             for message in batch:
-                await self._forward(message)
+                await self._forward(message["seq"], await self.encode_json(message))
             if len(batch) < REPLAY_BATCH:
                 return
 
@@ -204,8 +222,8 @@ class InboxConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]  # channe
     async def inbox_access(self, event: JSONObject) -> None:
         await self._recheck_access(fresh=True)
 
-    async def _forward(self, message: JSONObject) -> None:
-        if message["seq"] <= self.head:
+    async def _forward(self, seq: int, text: str) -> None:
+        if seq <= self.head:
             return  # sent already (replayed, then pushed live)
-        await self.send_json(message)
-        self.head = message["seq"]
+        await self.send(text_data=text)
+        self.head = seq

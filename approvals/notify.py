@@ -7,6 +7,7 @@ told about an approval can read it at once, and a slow receiver never holds a de
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from datetime import datetime, timedelta
 from functools import partial
@@ -67,16 +68,32 @@ def _group_send(group: str, message: dict[str, Any]) -> None:
     async_to_sync(send)()
 
 
+# A push names this many of the events stored before it, with their agents: a socket whose
+# last sent seq is among them or after the oldest knows without a query whether it missed one.
+RECENT_EVENTS = 32
+
+
 def _push(event_id: int) -> None:
     event = InboxEvent.objects.select_related("approval__agent", "approval__decided_by").get(pk=event_id)
+    # Final: events commit in seq order (_lock_inbox), so every event before this committed one
+    # has committed or rolled back; none below its seq can appear later.
+    recent = list(
+        InboxEvent.objects.filter(pk__lt=event_id).order_by("-pk").values_list("pk", "agent_id")[:RECENT_EVENTS]
+    )
+    message = event_message(event)
     try:
         _group_send(
             agent_group(event.agent_id),
             {
                 "type": "inbox.event",
                 "agent_id": event.agent_id,
+                "seq": event.pk,
                 "prev_seq": event.prev_seq,
-                "message": event_message(event),
+                # Every event with a seq above this one and below the event's is in recent.
+                "listed_after": recent[-1][0] - 1 if len(recent) == RECENT_EVENTS else 0,
+                "recent": recent,
+                # Encoded once here rather than once by each of the sockets it reaches.
+                "text": json.dumps(message),
             },
         )
     except Exception:

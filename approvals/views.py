@@ -104,10 +104,26 @@ def _span(seconds: float) -> str:
     return f"{seconds} s"
 
 
-def _row(approval: ApprovalRequest) -> dict[str, Any]:
-    """The inbox row: the websocket payload plus labels (the browser computes the same ones)."""
+class _IdPaths:
+    """``reverse(name, args=[pk])`` for every row of a page at the cost of one ``reverse``: the
+    path is reversed once with a stand-in id and split around it (``{% url %}`` twice a row
+    was a sixth of the inbox's rendering time)."""
+
+    STAND_IN = 9_876_543_210
+
+    def __init__(self, name: str) -> None:
+        self.head, self.tail = reverse(name, args=[self.STAND_IN]).split(str(self.STAND_IN))
+
+    def __call__(self, pk: int) -> str:
+        return f"{self.head}{int(pk)}{self.tail}"
+
+
+def _row(approval: ApprovalRequest, *, detail_path: _IdPaths, run_path: _IdPaths) -> dict[str, Any]:
+    """The inbox row: the websocket payload plus labels and links (the browser computes the same ones)."""
     now = timezone.now()
     payload = approval_payload(approval)
+    payload["detail_url"] = detail_path(approval.pk)
+    payload["run_url"] = run_path(approval.run_id)
     payload["risk_label"] = RISK_LABELS.get(approval.risk_class, approval.risk_class)
     payload["kind_label"] = KIND_LABELS.get(approval.kind, approval.kind)
     payload["age_text"] = _span((now - approval.created_at).total_seconds()) + " ago" if approval.created_at else ""
@@ -184,6 +200,7 @@ def _inbox_page(request: HttpRequest, *, bulk_form: BulkDecisionForm | None = No
         approval_list_for_reviewer(user=user, status=ApprovalStatus.PENDING).values_list("pk", flat=True)[:5000]
     )
     selected = set(request.POST.getlist("ids")) if bulk_form is not None else set()
+    detail_path, run_path = _IdPaths("inbox-detail"), _IdPaths("run-trace")
     state = {
         "page": "inbox",
         "last_seq": last_seq,
@@ -198,7 +215,7 @@ def _inbox_page(request: HttpRequest, *, bulk_form: BulkDecisionForm | None = No
         request,
         "inbox/list.html",
         {
-            "rows": [_row(approval) for approval in approvals],
+            "rows": [_row(approval, detail_path=detail_path, run_path=run_path) for approval in approvals],
             "selected": selected,
             "agents": agents,
             "filters": filters,
@@ -288,7 +305,7 @@ def _detail_context(
     }
     return {
         "approval": approval,
-        "row": _row(approval),
+        "row": _row(approval, detail_path=_IdPaths("inbox-detail"), run_path=_IdPaths("run-trace")),
         "run": approval.run,
         "agent": approval.agent,
         "steps": [step_view(step) for step in steps],

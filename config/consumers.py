@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from channels.generic.websocket import AsyncJsonWebsocketConsumer
-
 from audit.types import JSONObject
+from config.consumer_base import JsonWebsocketConsumer
 
 PING_GROUP = "ping"
 
 
-class PingConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]  # channels ships no types: its classes are Any
+class PingConsumer(JsonWebsocketConsumer):
     async def connect(self) -> None:
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:

@@ -16,6 +16,7 @@ import logging
 import os
 import socket
 import uuid
+import weakref
 from collections.abc import Awaitable
 from typing import Any, cast
 
@@ -55,13 +56,25 @@ _open: set[str] = set()
 _refresher: asyncio.Task[None] | None = None
 
 
+_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, redis.asyncio.Redis] = weakref.WeakKeyDictionary()
+
+
+def _client() -> redis.asyncio.Redis:
+    """One client, and so one connection pool, per event loop. A client made for each write
+    opened a connection each time, and redis-py reads its package metadata for every new
+    connection: 500 sockets opening at once kept the server's loop busy for most of a second,
+    delaying the events pushed meanwhile."""
+    loop = asyncio.get_running_loop()
+    client = _clients.get(loop)
+    if client is None:
+        client = redis.asyncio.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=1, socket_timeout=1)
+        _clients[loop] = client
+    return client
+
+
 async def _write() -> None:
     try:
-        client = redis.asyncio.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=1, socket_timeout=1)
-        try:
-            await cast(Awaitable[Any], client.eval(_WRITE, 1, KEY, PROCESS, str(len(_open))))
-        finally:
-            await client.aclose()
+        await cast(Awaitable[Any], _client().eval(_WRITE, 1, KEY, PROCESS, str(len(_open))))
     except (redis.RedisError, OSError):
         # The count is a metric: a socket works without it, and the next write puts it right.
         logger.warning("could not write the websocket count to Redis", exc_info=True)

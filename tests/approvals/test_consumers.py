@@ -325,3 +325,70 @@ def test_the_sockets_of_one_user_share_one_look_at_their_access(support_agent, a
         assert len(reads) == 2
 
     async_to_sync(scenario)()
+
+
+def replay_reads(monkeypatch) -> list[tuple[int, int | None]]:
+    """The reads of stored events the sockets make (after, before), counted as they happen."""
+    reads: list[tuple[int, int | None]] = []
+    read = consumers._replay_batch
+
+    def counted(agent_ids, after, before=None):
+        reads.append((after, before))
+        return read(agent_ids, after, before)
+
+    monkeypatch.setattr(consumers, "_replay_batch", counted)
+    return reads
+
+
+def test_events_of_agents_the_user_may_not_review_cost_no_read(support_agent, starter, assigned_reviewer, monkeypatch):
+    reads = replay_reads(monkeypatch)
+
+    async def scenario():
+        other = await database_sync_to_async(other_agent)()
+        socket = communicator(assigned_reviewer, last_seq=0)
+        assert (await socket.connect(timeout=TIMEOUT))[0]
+        _, first = await database_sync_to_async(create_approval)(support_agent, starter, 1)
+        for amount in (2, 3):
+            await database_sync_to_async(create_approval)(other, starter, amount)
+        _, second = await database_sync_to_async(create_approval)(support_agent, starter, 4)
+        received = [await socket.receive_json_from(timeout=TIMEOUT) for _ in range(2)]
+        assert [m["seq"] for m in received] == [first, second]
+        assert [m["approval"]["arguments"]["amount"] for m in received] == [1, 4]
+        assert await socket.receive_nothing(timeout=0.3)
+        await socket.disconnect()
+
+    async_to_sync(scenario)()
+    # The replay at connect, and no other: the second's push named the two events between as
+    # the other agent's.
+    assert reads == [(0, None)]
+
+
+def test_a_gap_longer_than_the_push_names_is_read(support_agent, starter, assigned_reviewer, monkeypatch):
+    from approvals import notify
+
+    monkeypatch.setattr(notify, "RECENT_EVENTS", 1)
+    reads = replay_reads(monkeypatch)
+
+    async def scenario():
+        other = await database_sync_to_async(other_agent)()
+        socket = communicator(assigned_reviewer, last_seq=0)
+        assert (await socket.connect(timeout=TIMEOUT))[0]
+        _, first = await database_sync_to_async(create_approval)(support_agent, starter, 1)
+        for amount in (2, 3):
+            await database_sync_to_async(create_approval)(other, starter, amount)
+        push = notify._push
+        monkeypatch.setattr(notify, "_push", lambda event_id: None)  # this one's push is lost
+        _, lost = await database_sync_to_async(create_approval)(support_agent, starter, 4)
+        monkeypatch.setattr(notify, "_push", push)
+        await database_sync_to_async(create_approval)(other, starter, 5)
+        _, last = await database_sync_to_async(create_approval)(support_agent, starter, 6)
+        received = [await socket.receive_json_from(timeout=TIMEOUT) for _ in range(3)]
+        assert [m["seq"] for m in received] == [first, lost, last]
+        assert [m["approval"]["arguments"]["amount"] for m in received] == [1, 4, 6]
+        assert await socket.receive_nothing(timeout=0.3)
+        await socket.disconnect()
+        return first, last
+
+    first, last = async_to_sync(scenario)()
+    # Named: only the event before each push, so the gaps after the first were read.
+    assert reads[0] == (0, None) and (first, last) in reads
