@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from django.contrib.auth.base_user import AbstractBaseUser
     from django.contrib.auth.models import AnonymousUser
 
-__all__ = ["GENESIS_HASH", "audit_head", "audit_record", "audited_atomic"]
+__all__ = ["GENESIS_HASH", "audit_event", "audit_head", "audit_record", "audit_record_many", "audited_atomic"]
 
 
 # agents.Agent and agents.Run as the log reads them: audit imports nothing from the apps that
@@ -128,3 +128,40 @@ def audit_record(
     event._chain_append = True
     event.save(force_insert=True)
     return event
+
+
+def audit_event(
+    *, actor: Actor, action: str, target: Model | None = None, data: Mapping[str, object] | None = None
+) -> AuditEvent:
+    """An event as ``audit_record`` would append it, not yet saved: for ``audit_record_many``."""
+    if not action or len(action) > _MAX_LENGTH["action"]:
+        raise ValueError(f"Audit action {action!r} must be a dotted code of at most 100 characters.")
+    actor_type, actor_id, actor_repr = _actor_fields(actor)
+    target_type, target_id, target_repr = _target_fields(target)
+    agent_slug, run_id = _agent_and_run(target)
+    fields: dict[str, object] = {
+        "actor_type": actor_type,
+        "actor_id": _field(actor_id, "actor_id"),
+        "actor_repr": _field(actor_repr, "actor_repr"),
+        "action": action,
+        "target_type": _field(target_type, "target_type"),
+        "target_id": _field(target_id, "target_id"),
+        "target_repr": _field(target_repr, "target_repr"),
+        "agent_slug": _field(agent_slug, "agent_slug"),
+        "run_id": run_id,
+        "data": mask_secrets(json_value(data or {})),
+        "created_at": timezone.now(),
+    }
+    event = AuditEvent(**fields, content_hash=content_hash(fields=fields))
+    event._chain_append = True
+    return event
+
+
+def audit_record_many(events: list[AuditEvent]) -> list[AuditEvent]:
+    """Append events made by ``audit_event``, in this order, with one INSERT inside the caller's
+    transaction: what ``audit_record`` does for each, pending until sealed."""
+    if not events:
+        return events
+    if not transaction.get_connection().in_atomic_block:
+        raise RuntimeError("audit_record_many() appends inside the caller's transaction (audited_atomic).")
+    return AuditEvent.objects.bulk_create(events)

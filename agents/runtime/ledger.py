@@ -16,7 +16,7 @@ from typing import Any
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import connection
-from django.db.models import F
+from django.db.models import Exists, F
 
 from agents import tracing
 from agents.models import GuardrailHitRecord, Run, RunStatus, Step, ToolCall, ToolCallStatus
@@ -57,18 +57,44 @@ def execute_with_timeout(tool: Tool, arguments: dict[str, Any], context: ToolCon
         pool.shutdown(wait=False)
 
 
-def tool_call_execute(*, run: Run, tool_call: ToolCall) -> None:
-    """Run one approved call through the ledger: claim, verify the approval, execute, record."""
-    tool = registry.get(tool_call.tool)
+def tool_call_claim(*, run: Run, tool_call: ToolCall, lease: Lease | None) -> bool:
+    """Move an approved call to ``executing``: this worker, and no other, runs it now.
+
+    With ``lease``, the same UPDATE checks the step boundary: the run is still this worker's
+    and running, not cancelled, and its agent is not switched off. A call left approved is the
+    loop's to look at again."""
+    boundary = None
+    if lease is not None:
+        boundary = Exists(
+            Run.objects.filter(
+                pk=run.pk,
+                status=RunStatus.RUNNING,
+                lease_owner=lease.token,
+                cancel_requested=False,
+                agent__enabled=True,
+            )
+        )
     claimed = tool_call_move(
         tool_call_id=tool_call.pk,
         to=ToolCallStatus.EXECUTING,
         source=ToolCallStatus.APPROVED,
+        where=boundary,
         attempts=F("attempts") + 1,
     )
-    tool_call.refresh_from_db()
+    if claimed:
+        # The row is as this worker last read or wrote it, moved by the claim: not read back.
+        tool_call.status, tool_call.attempts = ToolCallStatus.EXECUTING, tool_call.attempts + 1
+    return claimed
+
+
+def tool_call_execute(*, run: Run, tool_call: ToolCall, lease: Lease | None = None, claimed: bool = False) -> None:
+    """Run one approved call through the ledger: claim, verify the approval, execute, record.
+    ``claimed``: the caller has claimed it already (tool_call_claim)."""
+    tool = registry.get(tool_call.tool)
+    claimed = claimed or tool_call_claim(run=run, tool_call=tool_call, lease=lease)
     output: dict[str, Any] | None = None
     if not claimed:
+        tool_call.refresh_from_db()
         if tool_call.status != ToolCallStatus.EXECUTING:
             return  # someone else finished it meanwhile
         # Left "executing" by a crashed worker: look for the effect before doing anything.

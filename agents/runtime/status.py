@@ -47,16 +47,24 @@ def run_move(*, run_id: int, to: RunStatus, where: Q | None = None, **fields: An
 
 
 def tool_call_move(
-    *, tool_call_id: int, to: ToolCallStatus, source: ToolCallStatus | None = None, **fields: Any
+    *,
+    tool_call_id: int,
+    to: ToolCallStatus,
+    source: ToolCallStatus | None = None,
+    where: Q | None = None,
+    **fields: Any,
 ) -> bool:
     """Move the call to ``to``: from ``source`` when given (which the map must allow), else from
-    any status allowed to reach it. Returns whether it moved."""
+    any status allowed to reach it (and matching ``where``). Returns whether it moved."""
     sources = _sources(TOOL_CALL_MOVES, to)
     if source is not None:
         if source not in sources:
             raise StatusMoveRefused(f"a tool call may not move from {source!r} to {to!r}")
         sources = [source]
-    return ToolCall.objects.filter(pk=tool_call_id, status__in=sources).update(status=to, **fields) == 1
+    rows = ToolCall.objects.filter(pk=tool_call_id, status__in=sources)
+    if where is not None:
+        rows = rows.filter(where)
+    return rows.update(status=to, **fields) == 1
 
 
 def decided_calls() -> Exists:
