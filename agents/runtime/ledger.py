@@ -16,7 +16,7 @@ from typing import Any
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import connection
-from django.db.models import Exists, F
+from django.db.models import Exists, F, Q
 
 from agents import tracing
 from agents.models import GuardrailHitRecord, Run, RunStatus, Step, ToolCall, ToolCallStatus
@@ -65,13 +65,15 @@ def tool_call_claim(*, run: Run, tool_call: ToolCall, lease: Lease | None) -> bo
     loop's to look at again."""
     boundary = None
     if lease is not None:
-        boundary = Exists(
-            Run.objects.filter(
-                pk=run.pk,
-                status=RunStatus.RUNNING,
-                lease_owner=lease.token,
-                cancel_requested=False,
-                agent__enabled=True,
+        boundary = Q(
+            Exists(
+                Run.objects.filter(
+                    pk=run.pk,
+                    status=RunStatus.RUNNING,
+                    lease_owner=lease.token,
+                    cancel_requested=False,
+                    agent__enabled=True,
+                )
             )
         )
     claimed = tool_call_move(

@@ -50,7 +50,9 @@ def propose(
         batch = StepBatch(run, locked=locked)
         reasoning_step(run, action, batch=batch)
         waits: list[Wait] = []
-        outcomes = [_propose_call(run, agent, call, redactor, waits, batch, cleared) for call in [action, *action.others]]
+        outcomes = [
+            _propose_call(run, agent, call, redactor, waits, batch, cleared) for call in [action, *action.others]
+        ]
         batch.flush()
         if waits:
             pause(locked, waits=waits)

@@ -13,8 +13,8 @@ from agents.models import Agent, GuardrailHitRecord, Run, Step
 from agents.reasoners import Action
 from agents.reasoners.base import ModelSettings, RunView, ToolSpec
 from agents.tools import registry
-from audit.redaction import Redactor
 from audit.models import AuditEvent
+from audit.redaction import Redactor
 from audit.services import Actor, audit_event, audit_record, audit_record_many
 
 COST_QUANTUM = Decimal("0.000001")  # Step.cost and Run.cost keep six decimal places
