@@ -12,7 +12,8 @@ import time
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
-from django.db.models import Exists, F, OuterRef
+from django.db import connection
+from django.db.models import F
 from django.utils import timezone
 
 from agents.models import Agent, GuardrailHitRecord, Run, RunStatus, Step, ToolCall, ToolCallStatus
@@ -121,7 +122,7 @@ def _loop(run: Run, lease: Lease, started: float, keeper: LeaseKeeper) -> None:
             final_answer_release(run, pending, lease=lease)
             return
         if pending is not None:
-            tool_call_execute(run=run, tool_call=pending, lease=lease)
+            tool_call_execute(run=run, tool_call=pending, lease=lease, trace=trace)
             continue
 
         redactor = Redactor(run.redactions)
@@ -144,7 +145,7 @@ def _loop(run: Run, lease: Lease, started: float, keeper: LeaseKeeper) -> None:
             _complete(run, action, redactor, lease=lease)
             return
         cleared: list[ToolCall] = []
-        outcome = propose(run, agent, action, redactor, lease=lease, cleared=cleared)
+        outcome = propose(run, agent, action, redactor, lease=lease, cleared=cleared, trace=trace)
         if outcome == "invalid":
             invalid += 1
             if invalid >= MAX_INVALID_PROPOSALS:
@@ -164,25 +165,30 @@ def _loop(run: Run, lease: Lease, started: float, keeper: LeaseKeeper) -> None:
             # run: its claim (here, or in the proposal's transaction) checked the step boundary
             # (lease, cancel, kill switch). The others go round the loop.
             first = cleared[0]
-            tool_call_execute(run=run, tool_call=first, lease=lease, claimed=first.status == ToolCallStatus.EXECUTING)
+            claimed = first.status == ToolCallStatus.EXECUTING
+            tool_call_execute(run=run, tool_call=first, lease=lease, claimed=claimed, trace=trace)
 
 
 def _run_reload(run: Run, agent: Agent) -> bool:
     """Read the run's columns and what it takes from its agent's live row (the kill switch; the
     rest of its behaviour is its version's) afresh; returns whether the run has calls not ended
-    yet. The related objects stay: the agent's limit is set here, the starter never changes."""
-    fresh = (
-        Run.objects.annotate(
-            agent_enabled=F("agent__enabled"),
-            has_open=Exists(ToolCall.objects.filter(run=OuterRef("pk"), status__in=OPEN_CALL_STATUSES)),
-        )
-        .filter(pk=run.pk)
-        .get()
-    )
+    yet. The related objects stay: the agent's limit is set here, the starter never changes.
+
+    Written out, not built by the ORM: it runs at every step, and building the query cost more
+    than the database took to answer it."""
+    quote = connection.ops.quote_name
+    runs, agents, calls = (quote(model._meta.db_table) for model in (Run, Agent, ToolCall))
+    statuses = ", ".join(["%s"] * len(OPEN_CALL_STATUSES))
+    fresh = Run.objects.raw(
+        f"SELECT r.*, a.enabled AS agent_enabled, EXISTS (SELECT 1 FROM {calls} c "  # noqa: S608 - the models' own tables
+        f"WHERE c.run_id = r.id AND c.status IN ({statuses})) AS has_open "
+        f"FROM {runs} r INNER JOIN {agents} a ON a.id = r.agent_id WHERE r.id = %s",
+        [*(status.value for status in OPEN_CALL_STATUSES), run.pk],
+    )[0]
     for field in Run._meta.concrete_fields:
         setattr(run, field.attname, getattr(fresh, field.attname))
-    agent.enabled = fresh.agent_enabled
-    return bool(fresh.has_open)
+    agent.enabled = bool(getattr(fresh, "agent_enabled"))  # noqa: B009 - a column of the query, not a field
+    return bool(getattr(fresh, "has_open"))  # noqa: B009
 
 
 def _stop_reason(run: Run, agent: Agent, *, active_ms: int, reasoning_steps: int) -> tuple[RunStatus, str] | None:

@@ -14,7 +14,7 @@ from agents.runtime.lease import Lease, hold
 from agents.runtime.ledger import tool_call_claim
 from agents.runtime.lifecycle import enqueue_advance
 from agents.runtime.status import decided_calls, run_move, tool_call_move
-from agents.runtime.steps import StepBatch, guardrail_hits_record, reasoning_step
+from agents.runtime.steps import StepBatch, Trace, guardrail_hits_record, reasoning_step
 from agents.tools import FINAL_ANSWER, Risk, Tool, ToolArgumentsInvalid, arguments_hash, registry
 from approvals.decisions import approval_request_create
 from approvals.guardrails import GuardrailHit
@@ -37,6 +37,7 @@ def propose(
     *,
     lease: Lease | None = None,
     cleared: list[ToolCall] | None = None,
+    trace: Trace | None = None,
 ) -> Outcome:
     """Record the reasoning step, then each call it proposes (a reply may make several at once),
     each validated and judged by the policy on its own. If any waits for a person the run waits
@@ -47,7 +48,7 @@ def propose(
     with audited_atomic():
         locked = hold(run, lease)
         # The run's row is locked: the step's rows and events are numbered here and written at once.
-        batch = StepBatch(run, locked=locked)
+        batch = StepBatch(run, locked=locked, trace=trace)
         reasoning_step(run, action, batch=batch)
         waits: list[Wait] = []
         outcomes = [

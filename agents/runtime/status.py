@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.db import connection
 from django.db.models import Exists, OuterRef, Q
 
-from agents.models import RUN_MOVES, TOOL_CALL_MOVES, Run, RunStatus, ToolCall, ToolCallStatus
+from agents.models import RUN_MOVES, TOOL_CALL_MOVES, Agent, Run, RunStatus, ToolCall, ToolCallStatus
 from approvals.models import ApprovalRequest, ApprovalStatus
 
 # What each decided status does to the waiting call, and the word the run's trace (and the
@@ -65,6 +66,37 @@ def tool_call_move(
     if where is not None:
         rows = rows.filter(where)
     return rows.update(status=to, **fields) == 1
+
+
+def tool_call_claim_move(*, tool_call_id: int, run_id: int, lease_token: str) -> bool:
+    """Move an approved call to ``executing`` (one more attempt) only while its run is running
+    under ``lease_token``, not cancelled, and its agent is on: the step boundary, checked in the
+    same statement. Returns whether it moved.
+
+    Written out, not built by the ORM: it runs at every step, and building the subquery cost
+    more than the database took to run it."""
+    if ToolCallStatus.EXECUTING not in TOOL_CALL_MOVES[ToolCallStatus.APPROVED]:
+        raise StatusMoveRefused("a tool call may not move from 'approved' to 'executing'")
+    quote = connection.ops.quote_name
+    call, run, agent = (quote(model._meta.db_table) for model in (ToolCall, Run, Agent))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {call} SET status = %s, attempts = attempts + 1 WHERE id = %s AND status = %s "  # noqa: S608 - the models' own tables
+            f"AND EXISTS (SELECT 1 FROM {run} r INNER JOIN {agent} a ON a.id = r.agent_id "
+            "WHERE r.id = %s AND r.status = %s AND r.lease_owner = %s AND r.cancel_requested = %s AND a.enabled = %s)",
+            [
+                ToolCallStatus.EXECUTING.value,
+                tool_call_id,
+                ToolCallStatus.APPROVED.value,
+                run_id,
+                RunStatus.RUNNING.value,
+                lease_token,
+                False,
+                True,
+            ],
+        )
+        moved: int = cursor.rowcount
+    return moved == 1
 
 
 def decided_calls() -> Exists:

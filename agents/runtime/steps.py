@@ -6,7 +6,6 @@ from decimal import Decimal
 from typing import Any, cast
 
 from django.db import connection
-from django.db.models import F
 
 from agents import tracing
 from agents.models import Agent, GuardrailHitRecord, Run, Step
@@ -40,7 +39,7 @@ def record_step(
     # The UPDATE holds the run's row lock until the caller's transaction ends, so two writers
     # never take the same index; RETURNING (PostgreSQL, SQLite 3.35+) reads the new values back.
     run.step_count, run.cost = _count_step(run.pk, cost)
-    return Step.objects.create(
+    step = Step(
         run=run,
         index=run.step_count,
         kind=kind,
@@ -55,6 +54,36 @@ def record_step(
         completion_tokens=completion_tokens,
         cost=cost,
     )
+    steps_insert([step])
+    return step
+
+
+def steps_insert(steps: list[Step]) -> None:
+    """INSERT new steps in one statement, as ``Step.objects.bulk_create`` would (each field's
+    own conversion for the database, ``created_at`` set), their ids read back.
+
+    Written out, not built by the ORM: every step records two or three, and building the
+    statement cost more than the database took to run it. Step has no signals or save()."""
+    fields = _STEP_FIELDS
+    quote = connection.ops.quote_name
+    row = "(" + ", ".join(["%s"] * len(fields)) + ")"
+    params = [field.get_db_prep_save(field.pre_save(step, True), connection) for step in steps for field in fields]
+    columns = ", ".join(quote(cast(str, field.column)) for field in fields)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {quote(Step._meta.db_table)} ({columns}) "  # noqa: S608 - the model's own table
+            f"VALUES {', '.join([row] * len(steps))} RETURNING id, {quote('index')}",
+            params,
+        )
+        # Matched by index (unique in the run): SQLite does not promise the order of RETURNING.
+        ids = {index: row_id for row_id, index in cursor.fetchall()}
+    for step in steps:
+        step.pk = ids[step.index]
+        step._state.adding = False
+        step._state.db = connection.alias
+
+
+_STEP_FIELDS = [field for field in Step._meta.concrete_fields if not field.primary_key]
 
 
 class StepBatch:
@@ -67,10 +96,10 @@ class StepBatch:
     the log keeps the order in which things happened.
     """
 
-    def __init__(self, run: Run, *, locked: Run) -> None:
+    def __init__(self, run: Run, *, locked: Run, trace: Trace | None = None) -> None:
         self.run = run
+        self.trace = trace
         self.count = locked.step_count
-        self.cost = Decimal(locked.cost).quantize(COST_QUANTUM)
         self.steps: list[Step] = []
         self.events: list[AuditEvent] = []
 
@@ -78,7 +107,6 @@ class StepBatch:
         """As ``record_step``: the step with its index, written at ``flush``."""
         cost = Decimal(cost).quantize(COST_QUANTUM)
         self.count += 1
-        self.cost += cost
         step = Step(run=self.run, index=self.count, kind=kind, input=input or {}, cost=cost, **fields)
         self.steps.append(step)
         return step
@@ -90,21 +118,31 @@ class StepBatch:
     def flush(self) -> None:
         if self.steps:
             added = sum((step.cost for step in self.steps), Decimal(0))
-            Run.objects.filter(pk=self.run.pk).update(step_count=self.count, cost=F("cost") + added)
-            Step.objects.bulk_create(self.steps)
-            self.run.step_count, self.run.cost = self.count, self.cost
+            count, self.run.cost = _count_step(self.run.pk, added, steps=len(self.steps))
+            if count != self.count:
+                # Another step was recorded in this transaction after the batch began: the
+                # indexes given here are taken. A programming error; the transaction rolls back.
+                raise RuntimeError(f"run {self.run.pk}: a step was recorded beside an open StepBatch")
+            steps_insert(self.steps)
+            self.run.step_count = count
+            if self.trace is not None:
+                self.trace.add(self.steps)
         audit_record_many(self.events)
         self.steps, self.events = [], []
 
 
-def _count_step(run_id: int, cost: Decimal) -> tuple[int, Decimal]:
+def _count_step(run_id: int, cost: Decimal, *, steps: int = 1) -> tuple[int, Decimal]:
     table = connection.ops.quote_name(Run._meta.db_table)
     cost_field = Run._meta.get_field("cost")
     with connection.cursor() as cursor:
         cursor.execute(
-            f"UPDATE {table} SET step_count = step_count + 1, cost = cost + %s WHERE id = %s "  # noqa: S608 - the model's own table
+            f"UPDATE {table} SET step_count = step_count + %s, cost = cost + %s WHERE id = %s "  # noqa: S608 - the model's own table
             "RETURNING step_count, cost",
-            [connection.ops.adapt_decimalfield_value(cost, cost_field.max_digits, cost_field.decimal_places), run_id],
+            [
+                steps,
+                connection.ops.adapt_decimalfield_value(cost, cost_field.max_digits, cost_field.decimal_places),
+                run_id,
+            ],
         )
         step_count, total = cursor.fetchone()
     return int(step_count), Decimal(str(total)).quantize(COST_QUANTUM)
@@ -180,16 +218,37 @@ class Trace:
         self.last = -1
         self.call_ids: dict[int, str] = {}
         self.history: list[dict[str, Any]] = []
+        self.unredacted: list[dict[str, Any]] = []
         self.tools = _tool_specs(run.agent)  # the agent's behaviour is the run's version's: fixed
+
+    def add(self, steps: list[Step]) -> None:
+        """Steps this worker has just recorded, in its transaction, so that they need not be read
+        back; any that does not follow the last one known is left to be read."""
+        for step in steps:
+            if step.index != self.last + 1:
+                return
+            self._take(step)
 
     def view(self, redactor: Redactor) -> RunView:
         redacted_input = redactor.redact(self.run.input)
-        for step in self.run.steps.filter(index__gt=self.last).order_by("index"):
-            self.last = step.index
-            entry = _history_entry(step, self.call_ids)
-            if entry is not None:
-                self.history.append(cast(dict[str, Any], redactor.redact(entry)))
+        # The count was read with the run at the top of the step: a step recorded by anyone
+        # else, or not handed to add(), is read here.
+        if self.run.step_count > self.last:
+            for step in self.run.steps.filter(index__gt=self.last).order_by("index"):
+                self._take(step)
+        self._redact(redactor)
         return _view(self.run.agent, input=redacted_input, history=list(self.history), tools=list(self.tools))
+
+    def _take(self, step: Step) -> None:
+        self.last = step.index
+        entry = _history_entry(step, self.call_ids)
+        if entry is not None:
+            self.unredacted.append(entry)
+
+    def _redact(self, redactor: Redactor) -> None:
+        # Redacted at the view, in order after the input: the mapping grows as run_view's would.
+        self.history.extend(cast(dict[str, Any], redactor.redact(entry)) for entry in self.unredacted)
+        self.unredacted = []
 
 
 def _history_entry(step: Step, call_ids: dict[int, str]) -> dict[str, Any] | None:
