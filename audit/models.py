@@ -25,22 +25,8 @@ class AppendOnlyQuerySet(models.QuerySet[_Row]):
     def bulk_update(self, objs: Iterable[_Row], fields: Iterable[str], batch_size: int | None = None) -> NoReturn:
         raise PermissionError(f"{APPEND_ONLY}: they cannot be updated.")
 
-    def bulk_create(self, objs: Iterable[_Row], *args: Any, **kwargs: Any) -> list[_Row]:
-        # As save(): only new, pending events made by audit.services (audit_record_many) go in.
-        rows = list(objs)
-        if kwargs or args or any(not _appendable(row) for row in rows):
-            raise PermissionError(f"{APPEND_ONLY}: write them with audit.services.audit_record_many().")
-        return super().bulk_create(rows)
-
-
-def _appendable(row: models.Model) -> bool:
-    return (
-        row.pk is None
-        and getattr(row, "_chain_append", False)
-        and getattr(row, "sequence", None) is None
-        and getattr(row, "hash", None) is None
-        and getattr(row, "prev_hash", None) is None
-    )
+    def bulk_create(self, objs: Iterable[_Row], *args: Any, **kwargs: Any) -> NoReturn:
+        raise PermissionError(f"{APPEND_ONLY}: write them one by one with audit.services.audit_record().")
 
 
 class AuditEvent(models.Model):

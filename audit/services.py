@@ -12,6 +12,7 @@ from audit.chain import GENESIS_HASH, content_hash, json_value
 from audit.models import AuditEvent
 from audit.redaction import mask_secrets
 from audit.selectors import audit_head
+from config.rows import rows_insert
 
 if TYPE_CHECKING:
     from django.contrib.auth.base_user import AbstractBaseUser
@@ -164,4 +165,11 @@ def audit_record_many(events: list[AuditEvent]) -> list[AuditEvent]:
         return events
     if not transaction.get_connection().in_atomic_block:
         raise RuntimeError("audit_record_many() appends inside the caller's transaction (audited_atomic).")
-    return AuditEvent.objects.bulk_create(events)
+    for event in events:
+        # What AuditEvent.save() checks: new, made here, and without a place in the chain.
+        if event.pk is not None or not getattr(event, "_chain_append", False):
+            raise PermissionError("Audit events are append-only: make them with audit_event().")
+        if event.sequence is not None or event.prev_hash is not None or event.hash is not None:
+            raise PermissionError("Only the sealer gives an event its place in the chain.")
+    rows_insert(events)
+    return events

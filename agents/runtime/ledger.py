@@ -29,7 +29,7 @@ from approvals.decisions import approval_request_create
 from approvals.guardrails import GuardrailEffect, GuardrailHit, check_output
 from approvals.models import ApprovalKind, ApprovalRequest, Verdict
 from approvals.policy import CheckpointVerdict
-from audit.services import audit_record, audited_atomic
+from audit.services import audit_event, audit_record, audit_record_many, audited_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -218,7 +218,7 @@ def tool_call_finish(
         if trace is not None:
             trace.add([step])
         tracing.tool_span(run, tool_call, status=status, latency_ms=latency_ms)
-        audit_record(
+        executed = audit_event(
             actor=run.agent,
             action="agents.tool_call.executed",
             target=run,
@@ -232,6 +232,7 @@ def tool_call_finish(
                 "latency_ms": latency_ms,
             },
         )
+        audit_record_many([executed])  # audit_record's append, at less cost: one a step
         if hits:
             audit_record(
                 actor="policy",

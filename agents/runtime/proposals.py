@@ -22,6 +22,7 @@ from approvals.models import Verdict
 from approvals.policy import CheckpointVerdict, RunContext, checkpoint_verdict
 from audit.redaction import Redactor
 from audit.services import audit_record, audited_atomic
+from config.rows import rows_insert
 
 Outcome = Literal["invalid", "blocked", "waiting", "execute"]
 
@@ -135,7 +136,7 @@ def _propose_call(
         latency_ms=int((time.monotonic() - started) * 1000),
     )
     digest = arguments_hash(arguments)
-    tool_call = ToolCall.objects.create(
+    tool_call = ToolCall(
         run=run,
         step=call_step.index,
         tool=tool.name,
@@ -145,6 +146,7 @@ def _propose_call(
         verdict=verdict.verdict,
         verdict_reason=verdict.reason,
     )
+    rows_insert([tool_call])  # as ToolCall.objects.create(), cheaper (ToolCall has no save() or signals)
     batch.audit(
         actor=agent,
         action="agents.tool_call.proposed",

@@ -15,6 +15,7 @@ from agents.tools import registry
 from audit.models import AuditEvent
 from audit.redaction import Redactor
 from audit.services import Actor, audit_event, audit_record, audit_record_many
+from config.rows import rows_insert
 
 COST_QUANTUM = Decimal("0.000001")  # Step.cost and Run.cost keep six decimal places
 
@@ -54,36 +55,8 @@ def record_step(
         completion_tokens=completion_tokens,
         cost=cost,
     )
-    steps_insert([step])
+    rows_insert([step])
     return step
-
-
-def steps_insert(steps: list[Step]) -> None:
-    """INSERT new steps in one statement, as ``Step.objects.bulk_create`` would (each field's
-    own conversion for the database, ``created_at`` set), their ids read back.
-
-    Written out, not built by the ORM: every step records two or three, and building the
-    statement cost more than the database took to run it. Step has no signals or save()."""
-    fields = _STEP_FIELDS
-    quote = connection.ops.quote_name
-    row = "(" + ", ".join(["%s"] * len(fields)) + ")"
-    params = [field.get_db_prep_save(field.pre_save(step, True), connection) for step in steps for field in fields]
-    columns = ", ".join(quote(cast(str, field.column)) for field in fields)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {quote(Step._meta.db_table)} ({columns}) "  # noqa: S608 - the model's own table
-            f"VALUES {', '.join([row] * len(steps))} RETURNING id, {quote('index')}",
-            params,
-        )
-        # Matched by index (unique in the run): SQLite does not promise the order of RETURNING.
-        ids = {index: row_id for row_id, index in cursor.fetchall()}
-    for step in steps:
-        step.pk = ids[step.index]
-        step._state.adding = False
-        step._state.db = connection.alias
-
-
-_STEP_FIELDS = [field for field in Step._meta.concrete_fields if not field.primary_key]
 
 
 class StepBatch:
@@ -123,7 +96,7 @@ class StepBatch:
                 # Another step was recorded in this transaction after the batch began: the
                 # indexes given here are taken. A programming error; the transaction rolls back.
                 raise RuntimeError(f"run {self.run.pk}: a step was recorded beside an open StepBatch")
-            steps_insert(self.steps)
+            rows_insert(self.steps)
             self.run.step_count = count
             if self.trace is not None:
                 self.trace.add(self.steps)
