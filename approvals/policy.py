@@ -18,6 +18,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from django.db import connection
+
 from agents.models import Agent, AutonomyLevel
 from agents.tools import Tool
 from approvals.guardrails import GuardrailEffect, GuardrailHit, check_arguments
@@ -67,11 +69,18 @@ def effective_level(agent: Agent, tool: Tool) -> int:
 
 
 def rules_for(agent: Agent, tool_name: str) -> list[BusinessRule]:
-    return [
-        rule
-        for rule in BusinessRule.objects.filter(tool=tool_name, enabled=True).order_by("id")
-        if rule.agent_id in (None, agent.pk)
-    ]
+    """The enabled rules on the tool, for every agent or this one, oldest first.
+
+    Read at every checkpoint, never cached: an operator's edit applies to the next proposed
+    call. Written out, not built by the ORM, which cost more than the database took to answer."""
+    table = connection.ops.quote_name(BusinessRule._meta.db_table)
+    return list(
+        BusinessRule.objects.raw(
+            f"SELECT * FROM {table} WHERE tool = %s AND enabled = %s "  # noqa: S608 - the model's own table
+            "AND (agent_id IS NULL OR agent_id = %s) ORDER BY id",
+            [tool_name, True, agent.pk],
+        )
+    )
 
 
 def matching_rules(rules: Iterable[BusinessRule], arguments: dict[str, Any]) -> list[BusinessRule]:

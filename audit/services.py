@@ -12,12 +12,13 @@ from audit.chain import GENESIS_HASH, HASHED_FIELDS, content_hash, json_value
 from audit.models import AuditEvent
 from audit.redaction import mask_secrets
 from audit.selectors import audit_head
+from config.rows import rows_insert
 
 if TYPE_CHECKING:
     from django.contrib.auth.base_user import AbstractBaseUser
     from django.contrib.auth.models import AnonymousUser
 
-__all__ = ["GENESIS_HASH", "audit_head", "audit_record", "audited_atomic"]
+__all__ = ["GENESIS_HASH", "audit_event", "audit_head", "audit_record", "audit_record_many", "audited_atomic"]
 
 
 # agents.Agent and agents.Run as the log reads them: audit imports nothing from the apps that
@@ -130,15 +131,10 @@ def _insert(values: Mapping[str, object]) -> AuditEvent:
     return event
 
 
-def audit_record(
-    *, actor: Actor, action: str, target: Model | None = None, data: Mapping[str, object] | None = None
-) -> AuditEvent:
-    """Append one event to the log, inside the caller's transaction: pending until sealed.
-
-    ``data`` is masked (secrets, card numbers, e-mail addresses) and turned into plain JSON
-    before it is hashed and stored. The event commits or rolls back with the caller's change;
-    ``sequence``, ``prev_hash`` and ``hash`` are filled by the sealer after commit.
-    """
+def _event_fields(
+    *, actor: Actor, action: str, target: Model | None, data: Mapping[str, object] | None
+) -> dict[str, object]:
+    """An event's stored values, masked and cut to their columns, with their content hash."""
     if not action or len(action) > _MAX_LENGTH["action"]:
         raise ValueError(f"Audit action {action!r} must be a dotted code of at most 100 characters.")
     actor_type, actor_id, actor_repr = _actor_fields(actor)
@@ -155,6 +151,44 @@ def audit_record(
         "agent_slug": _field(agent_slug, "agent_slug"),
         "run_id": run_id,
         "data": mask_secrets(json_value(data or {})),
+        "created_at": timezone.now(),
     }
-    fields["created_at"] = timezone.now()
-    return _insert({**fields, "content_hash": content_hash(fields=fields)})
+    return {**fields, "content_hash": content_hash(fields=fields)}
+
+
+def audit_record(
+    *, actor: Actor, action: str, target: Model | None = None, data: Mapping[str, object] | None = None
+) -> AuditEvent:
+    """Append one event to the log, inside the caller's transaction: pending until sealed.
+
+    ``data`` is masked (secrets, card numbers, e-mail addresses) and turned into plain JSON
+    before it is hashed and stored. The event commits or rolls back with the caller's change;
+    ``sequence``, ``prev_hash`` and ``hash`` are filled by the sealer after commit.
+    """
+    return _insert(_event_fields(actor=actor, action=action, target=target, data=data))
+
+
+def audit_event(
+    *, actor: Actor, action: str, target: Model | None = None, data: Mapping[str, object] | None = None
+) -> AuditEvent:
+    """An event as ``audit_record`` would append it, not yet saved: for ``audit_record_many``."""
+    event = AuditEvent(**_event_fields(actor=actor, action=action, target=target, data=data))
+    event._chain_append = True
+    return event
+
+
+def audit_record_many(events: list[AuditEvent]) -> list[AuditEvent]:
+    """Append events made by ``audit_event``, in this order, with one INSERT inside the caller's
+    transaction: what ``audit_record`` does for each, pending until sealed."""
+    if not events:
+        return events
+    if not transaction.get_connection().in_atomic_block:
+        raise RuntimeError("audit_record_many() appends inside the caller's transaction (audited_atomic).")
+    for event in events:
+        # What AuditEvent.save() checks: new, made here, and without a place in the chain.
+        if event.pk is not None or not getattr(event, "_chain_append", False):
+            raise PermissionError("Audit events are append-only: make them with audit_event().")
+        if event.sequence is not None or event.prev_hash is not None or event.hash is not None:
+            raise PermissionError("Only the sealer gives an event its place in the chain.")
+    rows_insert(events)
+    return events

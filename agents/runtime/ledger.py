@@ -22,14 +22,14 @@ from agents import tracing
 from agents.models import GuardrailHitRecord, Run, RunStatus, Step, ToolCall, ToolCallStatus
 from agents.runtime.lease import Lease, hold
 from agents.runtime.lifecycle import run_finish
-from agents.runtime.status import tool_call_move
-from agents.runtime.steps import guardrail_hits_record, record_step
+from agents.runtime.status import tool_call_claim_move, tool_call_move
+from agents.runtime.steps import Trace, guardrail_hits_record, record_step
 from agents.tools import Risk, Tool, ToolContext, ToolFailed, arguments_hash, registry
 from approvals.decisions import approval_request_create
 from approvals.guardrails import GuardrailEffect, GuardrailHit, check_output
 from approvals.models import ApprovalKind, ApprovalRequest, Verdict
 from approvals.policy import CheckpointVerdict
-from audit.services import audit_record, audited_atomic
+from audit.services import audit_event, audit_record, audit_record_many, audited_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -57,18 +57,38 @@ def execute_with_timeout(tool: Tool, arguments: dict[str, Any], context: ToolCon
         pool.shutdown(wait=False)
 
 
-def tool_call_execute(*, run: Run, tool_call: ToolCall) -> None:
-    """Run one approved call through the ledger: claim, verify the approval, execute, record."""
+def tool_call_claim(*, run: Run, tool_call: ToolCall, lease: Lease | None) -> bool:
+    """Move an approved call to ``executing``: this worker, and no other, runs it now.
+
+    With ``lease``, the same UPDATE checks the step boundary: the run is still this worker's
+    and running, not cancelled, and its agent is not switched off. A call left approved is the
+    loop's to look at again."""
+    if lease is None:
+        claimed = tool_call_move(
+            tool_call_id=tool_call.pk,
+            to=ToolCallStatus.EXECUTING,
+            source=ToolCallStatus.APPROVED,
+            attempts=F("attempts") + 1,
+        )
+    else:
+        claimed = tool_call_claim_move(tool_call_id=tool_call.pk, run_id=run.pk, lease_token=lease.token)
+    if claimed:
+        # The row is as this worker last read or wrote it, moved by the claim: not read back.
+        tool_call.status, tool_call.attempts = ToolCallStatus.EXECUTING, tool_call.attempts + 1
+    return claimed
+
+
+def tool_call_execute(
+    *, run: Run, tool_call: ToolCall, lease: Lease | None = None, claimed: bool = False, trace: Trace | None = None
+) -> None:
+    """Run one approved call through the ledger: claim, verify the approval, execute, record.
+    ``claimed``: the caller has claimed it already (tool_call_claim); ``trace`` is given the
+    observation recorded."""
     tool = registry.get(tool_call.tool)
-    claimed = tool_call_move(
-        tool_call_id=tool_call.pk,
-        to=ToolCallStatus.EXECUTING,
-        source=ToolCallStatus.APPROVED,
-        attempts=F("attempts") + 1,
-    )
-    tool_call.refresh_from_db()
+    claimed = claimed or tool_call_claim(run=run, tool_call=tool_call, lease=lease)
     output: dict[str, Any] | None = None
     if not claimed:
+        tool_call.refresh_from_db()
         if tool_call.status != ToolCallStatus.EXECUTING:
             return  # someone else finished it meanwhile
         # Left "executing" by a crashed worker: look for the effect before doing anything.
@@ -151,9 +171,11 @@ def tool_call_execute(*, run: Run, tool_call: ToolCall) -> None:
                     ToolCall.objects.filter(pk=tool_call.pk).update(attempts=F("attempts") + 1)
     latency_ms = int((time.monotonic() - started) * 1000)
     if output is None:
-        tool_call_finish(run, tool_call, status=ToolCallStatus.FAILED, error=error, latency_ms=latency_ms)
+        tool_call_finish(run, tool_call, status=ToolCallStatus.FAILED, error=error, latency_ms=latency_ms, trace=trace)
     else:
-        tool_call_finish(run, tool_call, status=ToolCallStatus.SUCCEEDED, output=output, latency_ms=latency_ms)
+        tool_call_finish(
+            run, tool_call, status=ToolCallStatus.SUCCEEDED, output=output, latency_ms=latency_ms, trace=trace
+        )
 
 
 def tool_call_finish(
@@ -165,6 +187,7 @@ def tool_call_finish(
     error: str = "",
     latency_ms: int = 0,
     fail_run: bool = False,
+    trace: Trace | None = None,
 ) -> None:
     hits = check_output(tool_call.tool, output) if output is not None else []
     blocked = [hit for hit in hits if hit.effect == GuardrailEffect.BLOCK]
@@ -192,8 +215,10 @@ def tool_call_finish(
             verdict_reason="; ".join(f"guardrail {h.name}: {h.message}" for h in hits),
             input={"call_step": tool_call.step, "tool": tool_call.tool, "status": status},
         )
+        if trace is not None:
+            trace.add([step])
         tracing.tool_span(run, tool_call, status=status, latency_ms=latency_ms)
-        audit_record(
+        executed = audit_event(
             actor=run.agent,
             action="agents.tool_call.executed",
             target=run,
@@ -207,6 +232,7 @@ def tool_call_finish(
                 "latency_ms": latency_ms,
             },
         )
+        audit_record_many([executed])  # audit_record's append, at less cost: one a step
         if hits:
             audit_record(
                 actor="policy",

@@ -12,17 +12,18 @@ import time
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
+from django.db import connection
 from django.db.models import F
 from django.utils import timezone
 
-from agents.models import Agent, GuardrailHitRecord, Run, RunStatus, Step, ToolCallStatus
+from agents.models import Agent, GuardrailHitRecord, Run, RunStatus, Step, ToolCall, ToolCallStatus
 from agents.reasoners import Action, ReasonerError, reasoner_for
 from agents.runtime.lease import Lease, LeaseKeeper, LeaseLost, hold, lease_take, requeue
 from agents.runtime.ledger import final_answer_release, tool_call_execute
 from agents.runtime.lifecycle import run_finish
 from agents.runtime.proposals import final_answer_hold, propose, wait_for_the_rest
 from agents.runtime.resume import decisions_apply
-from agents.runtime.steps import guardrail_hits_record, reasoning_step, run_view
+from agents.runtime.steps import Trace, guardrail_hits_record, reasoning_step
 from agents.tools import FINAL_ANSWER
 from agents.versions import behaviour_for_run
 from approvals.guardrails import GuardrailEffect, check_final
@@ -33,8 +34,6 @@ logger = logging.getLogger(__name__)
 
 MAX_INVALID_PROPOSALS = 3
 OPEN_CALL_STATUSES = [ToolCallStatus.APPROVED, ToolCallStatus.EXECUTING, ToolCallStatus.AWAITING]
-# What the run takes from the live row at every step; the rest of its behaviour is its version's.
-AGENT_LIMITS = ["enabled"]
 
 
 def run_advance(*, run_id: int) -> None:
@@ -80,16 +79,14 @@ def _loop(run: Run, lease: Lease, started: float, keeper: LeaseKeeper) -> None:
     invalid = 0
     progressed = False
     reasoning_steps: int | None = None
-    starter = run.started_by
+    trace = Trace(run)
     while True:
-        run.refresh_from_db()
-        # refresh_from_db forgets the related objects; the agent is refreshed below, the starter never changes.
-        run.agent, run.started_by = agent, starter
+        # The run, its agent's kill switch and whether any call is not ended yet, in one query.
+        has_open = _run_reload(run, agent)
         if run.status != RunStatus.RUNNING or run.lease_owner != lease.token:
             return  # cancelled, paused or taken over by another worker
-        agent.refresh_from_db(fields=AGENT_LIMITS)
-        # The calls not ended yet, in one query: the next to run, and whether one waits for a person.
-        open_calls = list(run.tool_calls.filter(status__in=OPEN_CALL_STATUSES).order_by("step"))
+        # The calls not ended yet: the next to run, and whether one waits for a person.
+        open_calls = list(run.tool_calls.filter(status__in=OPEN_CALL_STATUSES).order_by("step")) if has_open else []
         pending = next((call for call in open_calls if call.status != ToolCallStatus.AWAITING), None)
         awaiting = any(call.status == ToolCallStatus.AWAITING for call in open_calls)
         if reasoning_steps is None:
@@ -125,11 +122,11 @@ def _loop(run: Run, lease: Lease, started: float, keeper: LeaseKeeper) -> None:
             final_answer_release(run, pending, lease=lease)
             return
         if pending is not None:
-            tool_call_execute(run=run, tool_call=pending)
+            tool_call_execute(run=run, tool_call=pending, lease=lease, trace=trace)
             continue
 
         redactor = Redactor(run.redactions)
-        view = run_view(run, redactor)
+        view = trace.view(redactor)
         reasoning_steps += 1  # recorded below, whatever the reasoner answers
         try:
             action = reasoner.next_action(view)
@@ -147,7 +144,8 @@ def _loop(run: Run, lease: Lease, started: float, keeper: LeaseKeeper) -> None:
         if action.kind == "final":
             _complete(run, action, redactor, lease=lease)
             return
-        outcome = propose(run, agent, action, redactor, lease=lease)
+        cleared: list[ToolCall] = []
+        outcome = propose(run, agent, action, redactor, lease=lease, cleared=cleared, trace=trace)
         if outcome == "invalid":
             invalid += 1
             if invalid >= MAX_INVALID_PROPOSALS:
@@ -162,6 +160,35 @@ def _loop(run: Run, lease: Lease, started: float, keeper: LeaseKeeper) -> None:
             invalid = 0
         if outcome == "waiting":
             return  # the task ends: no worker waits for a person
+        if cleared:
+            # The first call cleared by the policy runs at once, without a second look at the
+            # run: its claim (here, or in the proposal's transaction) checked the step boundary
+            # (lease, cancel, kill switch). The others go round the loop.
+            first = cleared[0]
+            claimed = first.status == ToolCallStatus.EXECUTING
+            tool_call_execute(run=run, tool_call=first, lease=lease, claimed=claimed, trace=trace)
+
+
+def _run_reload(run: Run, agent: Agent) -> bool:
+    """Read the run's columns and what it takes from its agent's live row (the kill switch; the
+    rest of its behaviour is its version's) afresh; returns whether the run has calls not ended
+    yet. The related objects stay: the agent's limit is set here, the starter never changes.
+
+    Written out, not built by the ORM: it runs at every step, and building the query cost more
+    than the database took to answer it."""
+    quote = connection.ops.quote_name
+    runs, agents, calls = (quote(model._meta.db_table) for model in (Run, Agent, ToolCall))
+    statuses = ", ".join(["%s"] * len(OPEN_CALL_STATUSES))
+    fresh = Run.objects.raw(
+        f"SELECT r.*, a.enabled AS agent_enabled, EXISTS (SELECT 1 FROM {calls} c "  # noqa: S608 - the models' own tables
+        f"WHERE c.run_id = r.id AND c.status IN ({statuses})) AS has_open "
+        f"FROM {runs} r INNER JOIN {agents} a ON a.id = r.agent_id WHERE r.id = %s",
+        [*(status.value for status in OPEN_CALL_STATUSES), run.pk],
+    )[0]
+    for field in Run._meta.concrete_fields:
+        setattr(run, field.attname, getattr(fresh, field.attname))
+    agent.enabled = bool(getattr(fresh, "agent_enabled"))  # noqa: B009 - a column of the query, not a field
+    return bool(getattr(fresh, "has_open"))  # noqa: B009
 
 
 def _stop_reason(run: Run, agent: Agent, *, active_ms: int, reasoning_steps: int) -> tuple[RunStatus, str] | None:

@@ -11,9 +11,10 @@ from agents import tracing
 from agents.models import Agent, GuardrailHitRecord, Run, RunStatus, Step, ToolCall, ToolCallStatus
 from agents.reasoners import Action
 from agents.runtime.lease import Lease, hold
+from agents.runtime.ledger import tool_call_claim
 from agents.runtime.lifecycle import enqueue_advance
 from agents.runtime.status import decided_calls, run_move, tool_call_move
-from agents.runtime.steps import guardrail_hits_record, reasoning_step, record_step
+from agents.runtime.steps import StepBatch, Trace, guardrail_hits_record, reasoning_step
 from agents.tools import FINAL_ANSWER, Risk, Tool, ToolArgumentsInvalid, arguments_hash, registry
 from approvals.decisions import approval_request_create
 from approvals.guardrails import GuardrailHit
@@ -21,6 +22,7 @@ from approvals.models import Verdict
 from approvals.policy import CheckpointVerdict, RunContext, checkpoint_verdict
 from audit.redaction import Redactor
 from audit.services import audit_record, audited_atomic
+from config.rows import rows_insert
 
 Outcome = Literal["invalid", "blocked", "waiting", "execute"]
 
@@ -28,19 +30,41 @@ Outcome = Literal["invalid", "blocked", "waiting", "execute"]
 Wait = tuple[ToolCall, CheckpointVerdict, str]  # a call held for a person: its verdict and risk class
 
 
-def propose(run: Run, agent: Agent, action: Action, redactor: Redactor, *, lease: Lease | None = None) -> Outcome:
+def propose(
+    run: Run,
+    agent: Agent,
+    action: Action,
+    redactor: Redactor,
+    *,
+    lease: Lease | None = None,
+    cleared: list[ToolCall] | None = None,
+    trace: Trace | None = None,
+) -> Outcome:
     """Record the reasoning step, then each call it proposes (a reply may make several at once),
     each validated and judged by the policy on its own. If any waits for a person the run waits
     once, for all of them. Returns what happened: "waiting" if any waits, else "execute" if any
-    may run, else "blocked" or "invalid"."""
+    may run, else "blocked" or "invalid". The calls cleared to run are added to ``cleared``, in
+    order; the first may be claimed already (status ``executing``)."""
+    cleared = [] if cleared is None else cleared
     with audited_atomic():
         locked = hold(run, lease)
-        reasoning_step(run, action)
+        # The run's row is locked: the step's rows and events are numbered here and written at once.
+        batch = StepBatch(run, locked=locked, trace=trace)
+        reasoning_step(run, action, batch=batch)
         waits: list[Wait] = []
-        outcomes = [_propose_call(run, agent, call, redactor, waits) for call in [action, *action.others]]
+        outcomes = [
+            _propose_call(run, agent, call, redactor, waits, batch, cleared) for call in [action, *action.others]
+        ]
+        batch.flush()
         if waits:
             pause(locked, waits=waits)
             return "waiting"
+        tool = registry.get(cleared[0].tool) if cleared else None
+        if tool is not None and tool.is_read_only:
+            # The first call to run, a read, is claimed in the proposal's commit (its status
+            # says so): a crash before it runs leaves it "executing", and since a read has no
+            # effect the next worker runs it again (the ledger). One commit less a step.
+            tool_call_claim(run=run, tool_call=cleared[0], lease=lease)
     for outcome in ("execute", "blocked"):
         if outcome in outcomes:
             return outcome
@@ -67,9 +91,17 @@ def proposal_checked(agent: Agent, action: Action, redactor: Redactor) -> tuple[
     return tool, arguments, problem
 
 
-def _propose_call(run: Run, agent: Agent, action: Action, redactor: Redactor, waits: list[Wait]) -> Outcome:
+def _propose_call(
+    run: Run,
+    agent: Agent,
+    action: Action,
+    redactor: Redactor,
+    waits: list[Wait],
+    batch: StepBatch,
+    cleared: list[ToolCall],
+) -> Outcome:
     """Inside the run's transaction: one proposed call validated, judged and recorded; a call
-    that needs a person is added to ``waits``."""
+    that needs a person is added to ``waits``, one cleared to run to ``cleared``."""
     tool, arguments, problem = proposal_checked(agent, action, redactor)
     proposal = {
         "tool": action.tool,
@@ -79,17 +111,15 @@ def _propose_call(run: Run, agent: Agent, action: Action, redactor: Redactor, wa
         **action.transcript,
     }
     if problem or tool is None:
-        call_step = record_step(run, Step.Kind.TOOL_CALL, input=proposal, verdict="invalid", verdict_reason=problem)
-        record_step(
-            run,
+        call_step = batch.step(Step.Kind.TOOL_CALL, input=proposal, verdict="invalid", verdict_reason=problem)
+        batch.step(
             Step.Kind.OBSERVATION,
             error=problem,
             input={"call_step": call_step.index, "tool": action.tool, "status": "invalid"},
         )
-        audit_record(
+        batch.audit(
             actor=agent,
             action="agents.tool_call.refused",
-            target=run,
             data={"tool": action.tool, "arguments": action.arguments, "reason": problem},
         )
         return "invalid"
@@ -98,8 +128,7 @@ def _propose_call(run: Run, agent: Agent, action: Action, redactor: Redactor, wa
     verdict = checkpoint_verdict(
         agent=agent, tool=tool, arguments=arguments, context=RunContext(starter=run.started_by, run_id=run.pk)
     )
-    call_step = record_step(
-        run,
+    call_step = batch.step(
         Step.Kind.TOOL_CALL,
         input={**proposal, "policy": verdict.as_dict()},
         verdict=verdict.verdict,
@@ -107,7 +136,7 @@ def _propose_call(run: Run, agent: Agent, action: Action, redactor: Redactor, wa
         latency_ms=int((time.monotonic() - started) * 1000),
     )
     digest = arguments_hash(arguments)
-    tool_call = ToolCall.objects.create(
+    tool_call = ToolCall(
         run=run,
         step=call_step.index,
         tool=tool.name,
@@ -117,23 +146,21 @@ def _propose_call(run: Run, agent: Agent, action: Action, redactor: Redactor, wa
         verdict=verdict.verdict,
         verdict_reason=verdict.reason,
     )
-    audit_record(
+    rows_insert([tool_call])  # as ToolCall.objects.create(), cheaper (ToolCall has no save() or signals)
+    batch.audit(
         actor=agent,
         action="agents.tool_call.proposed",
-        target=run,
         data={"tool": tool.name, "arguments": arguments, "rationale": action.rationale},
     )
-    audit_record(
+    batch.audit(
         actor="policy",
         action="approvals.policy.verdict",
-        target=run,
         data={"tool": tool.name, "step": call_step.index, **verdict.as_dict()},
     )
     if verdict.guardrails:
-        audit_record(
+        batch.audit(
             actor="policy",
             action="agents.guardrail.hit",
-            target=run,
             data={"stage": "arguments", "tool": tool.name, "hits": verdict.guardrails},
         )
         guardrail_hits_record(
@@ -147,8 +174,7 @@ def _propose_call(run: Run, agent: Agent, action: Action, redactor: Redactor, wa
     if verdict.verdict == Verdict.BLOCK:
         tool_call_move(tool_call_id=tool_call.pk, to=ToolCallStatus.BLOCKED)
         tracing.tool_span(run, tool_call, status=ToolCallStatus.BLOCKED)
-        record_step(
-            run,
+        batch.step(
             Step.Kind.OBSERVATION,
             error=f"Blocked: {verdict.reason}",
             input={"call_step": call_step.index, "tool": tool.name, "status": "blocked"},
@@ -163,7 +189,10 @@ def _propose_call(run: Run, agent: Agent, action: Action, redactor: Redactor, wa
 
     # execute or execute_and_review: approved by policy, for exactly these arguments
     tool_call_move(tool_call_id=tool_call.pk, to=ToolCallStatus.APPROVED, approved_hash=digest)
+    tool_call.status, tool_call.approved_hash = ToolCallStatus.APPROVED, digest
+    cleared.append(tool_call)
     if verdict.verdict == Verdict.EXECUTE_AND_REVIEW:
+        batch.flush()  # the request writes its own event: the log keeps the order of the step
         approval_request_create(run=run, tool_call=tool_call, verdict=verdict, risk_class=tool.risk)
     return "execute"
 

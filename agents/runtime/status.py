@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.db import connection
 from django.db.models import Exists, OuterRef, Q
 
-from agents.models import RUN_MOVES, TOOL_CALL_MOVES, Run, RunStatus, ToolCall, ToolCallStatus
+from agents.models import RUN_MOVES, TOOL_CALL_MOVES, Agent, Run, RunStatus, ToolCall, ToolCallStatus
 from approvals.models import ApprovalRequest, ApprovalStatus
 
 # What each decided status does to the waiting call, and the word the run's trace (and the
@@ -47,16 +48,78 @@ def run_move(*, run_id: int, to: RunStatus, where: Q | None = None, **fields: An
 
 
 def tool_call_move(
-    *, tool_call_id: int, to: ToolCallStatus, source: ToolCallStatus | None = None, **fields: Any
+    *,
+    tool_call_id: int,
+    to: ToolCallStatus,
+    source: ToolCallStatus | None = None,
+    where: Q | None = None,
+    **fields: Any,
 ) -> bool:
     """Move the call to ``to``: from ``source`` when given (which the map must allow), else from
-    any status allowed to reach it. Returns whether it moved."""
+    any status allowed to reach it (and matching ``where``). Returns whether it moved."""
     sources = _sources(TOOL_CALL_MOVES, to)
     if source is not None:
         if source not in sources:
             raise StatusMoveRefused(f"a tool call may not move from {source!r} to {to!r}")
         sources = [source]
-    return ToolCall.objects.filter(pk=tool_call_id, status__in=sources).update(status=to, **fields) == 1
+    if where is None and not any(hasattr(value, "resolve_expression") for value in fields.values()):
+        return _tool_call_update(tool_call_id=tool_call_id, sources=sources, values={"status": to, **fields})
+    rows = ToolCall.objects.filter(pk=tool_call_id, status__in=sources)
+    if where is not None:
+        rows = rows.filter(where)
+    return rows.update(status=to, **fields) == 1
+
+
+_TOOL_CALL_FIELDS = {field.name: field for field in ToolCall._meta.concrete_fields}
+
+
+def _tool_call_update(*, tool_call_id: int, sources: list[str], values: dict[str, Any]) -> bool:
+    """``ToolCall.objects.filter(pk=..., status__in=sources).update(**values)`` for plain values,
+    written out: a step moves its call two or three times, and the ORM's building of the
+    statement cost more than the database took to run it. Each field converts its own value."""
+    quote = connection.ops.quote_name
+    fields = [_TOOL_CALL_FIELDS[name] for name in values]
+    assignments = ", ".join(f"{quote(str(field.column))} = %s" for field in fields)
+    params = [field.get_db_prep_save(value, connection) for field, value in zip(fields, values.values(), strict=True)]
+    statuses = ", ".join(["%s"] * len(sources))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {quote(ToolCall._meta.db_table)} SET {assignments} WHERE id = %s AND status IN ({statuses})",  # noqa: S608 - the model's own table
+            [*params, tool_call_id, *sources],
+        )
+        moved: int = cursor.rowcount
+    return moved == 1
+
+
+def tool_call_claim_move(*, tool_call_id: int, run_id: int, lease_token: str) -> bool:
+    """Move an approved call to ``executing`` (one more attempt) only while its run is running
+    under ``lease_token``, not cancelled, and its agent is on: the step boundary, checked in the
+    same statement. Returns whether it moved.
+
+    Written out, not built by the ORM: it runs at every step, and building the subquery cost
+    more than the database took to run it."""
+    if ToolCallStatus.EXECUTING not in TOOL_CALL_MOVES[ToolCallStatus.APPROVED]:
+        raise StatusMoveRefused("a tool call may not move from 'approved' to 'executing'")
+    quote = connection.ops.quote_name
+    call, run, agent = (quote(model._meta.db_table) for model in (ToolCall, Run, Agent))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {call} SET status = %s, attempts = attempts + 1 WHERE id = %s AND status = %s "  # noqa: S608 - the models' own tables
+            f"AND EXISTS (SELECT 1 FROM {run} r INNER JOIN {agent} a ON a.id = r.agent_id "
+            "WHERE r.id = %s AND r.status = %s AND r.lease_owner = %s AND r.cancel_requested = %s AND a.enabled = %s)",
+            [
+                ToolCallStatus.EXECUTING.value,
+                tool_call_id,
+                ToolCallStatus.APPROVED.value,
+                run_id,
+                RunStatus.RUNNING.value,
+                lease_token,
+                False,
+                True,
+            ],
+        )
+        moved: int = cursor.rowcount
+    return moved == 1
 
 
 def decided_calls() -> Exists:
