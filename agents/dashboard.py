@@ -276,7 +276,7 @@ def dashboard_for(*, window: Window, agent: Agent | None = None, now: datetime |
             summary.escalated += row.get("escalated", 0)
 
     pending = _scoped(ApprovalRequest.objects.filter(status=ApprovalStatus.PENDING), agent, "agent_id")
-    for row in pending.order_by().values("agent_id").annotate(n=Count("pk"), oldest=Min("created_at")):
+    for row in pending.order_by().values("agent_id").annotate(n=Count("*"), oldest=Min("created_at")):
         if (summary := summaries.get(row["agent_id"])) is not None:
             summary.pending, summary.oldest_pending = row["n"], row["oldest"]
 
@@ -290,7 +290,7 @@ def _run_rows(runs: QuerySet[Run], slots: Buckets) -> QuerySet[Any]:
         runs.order_by()
         .annotate(bucket=slots.of("created_at"))
         .values("agent_id", "bucket", "status")
-        .annotate(n=Count("pk"), cost=Sum("cost"))
+        .annotate(n=Count("*"), cost=Sum("cost"))
     )
 
 
@@ -312,7 +312,7 @@ def _approval_rows(requests: QuerySet[ApprovalRequest], slots: Buckets) -> Query
         requests.order_by()
         .annotate(bucket=slots.of("created_at"))
         .values("bucket", "agent_id", "status")
-        .annotate(n=Count("pk"), escalated=Count("pk", filter=Q(escalated_at__isnull=False)))
+        .annotate(n=Count("*"), escalated=Count("escalated_at"))
     )
 
 
@@ -325,7 +325,7 @@ def _edited_rows(requests: QuerySet[ApprovalRequest], slots: Buckets) -> QuerySe
         .order_by()
         .annotate(bucket=slots.of("created_at"))
         .values("bucket", "agent_id")
-        .annotate(n=Count("pk"))
+        .annotate(n=Count("*"))
     )
 
 
@@ -335,13 +335,13 @@ def _decision_histogram(requests: QuerySet[ApprovalRequest]) -> list[int]:
     # julianday's doubles carry some microseconds of error: half a millisecond keeps a decision at
     # exactly a bound in that bound's bucket, as the duration comparison of /metrics does.
     at_most = {
-        f"le_{i}": Count("pk", filter=Q(measured__lte=bound + 0.0005)) for i, bound in enumerate(DECISION_BUCKETS)
+        f"le_{i}": Count("created_at", filter=Q(measured__lte=bound + 0.0005)) for i, bound in enumerate(DECISION_BUCKETS)
     }
     row = (
         requests.filter(decided_by__isnull=False, decided_at__isnull=False)
         .order_by()
         .alias(measured=SecondsBetween("created_at", "decided_at"))
-        .aggregate(n=Count("pk"), **at_most)
+        .aggregate(n=Count("*"), **at_most)
     )
     cumulative = [row[f"le_{i}"] for i in range(len(DECISION_BUCKETS))] + [row["n"]]
     return [count - (cumulative[i - 1] if i else 0) for i, count in enumerate(cumulative)]
@@ -354,7 +354,7 @@ def _starters(runs: QuerySet[Run]) -> list[Starter]:
     rows = (
         runs.order_by()
         .values("started_by_id")
-        .annotate(n=Count("pk"), cost=Sum("cost"), username=PerGroup(name))
+        .annotate(n=Count("*"), cost=Sum("cost"), username=PerGroup(name))
         .order_by("-cost", "-n", "username")[:TOP_STARTERS]
     )
     return [Starter(username=row["username"] or "", runs=row["n"], cost=row["cost"] or Decimal(0)) for row in rows]

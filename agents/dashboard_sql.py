@@ -54,12 +54,16 @@ class PerGroup(Subquery):
 
 
 class HourOf(Func):
-    """The start of the UTC hour a time field falls in: ``date_trunc`` on PostgreSQL, on SQLite the
+    """The start of the UTC hour a time field falls in: ``date_bin`` on PostgreSQL, on SQLite the
     stored text's first 13 characters and ":00:00" (``Trunc`` is a Python function there). Cheaper
-    to group by than a CASE over 24 hour starts, each row compared with every start until one matches."""
+    to group by than a CASE over 24 hour starts, each row compared with every start until one matches.
+
+    ``date_bin`` counts whole hours from a UTC midnight: arithmetic on the stored instant, about
+    half the cost a row of ``date_trunc('hour', ..., 'UTC')``, which converts every row to the zone
+    and back; the same hour starts (PostgreSQL 14 or later)."""
 
     output_field = DateTimeField()
-    template = "date_trunc('hour', %(expressions)s, 'UTC')"
+    template = "date_bin('1 hour', %(expressions)s, TIMESTAMPTZ '2000-01-01 00:00:00+00')"
 
     def as_sqlite(self, compiler: Any, connection: Any, **extra: Any) -> Any:
         return self.as_sql(compiler, connection, template="(substr(%(expressions)s, 1, 13) || ':00:00')", **extra)

@@ -88,7 +88,7 @@ def step_groups(
         .annotate(**{name: groups[name][1] for name in group_by})
         .values(*group_by)
         .annotate(
-            n=Count("pk"),
+            n=Count("*"),
             latency=Sum("latency_ms"),
             prompt=Sum("prompt_tokens"),
             completion=Sum("completion_tokens"),
@@ -106,7 +106,7 @@ def step_hour_rows(*, since: datetime, until: datetime) -> QuerySet[Any]:
         .annotate(hour=TruncHour("created_at", tzinfo=UTC), agent=F("run__agent_id"), bucket=latency_bucket())
         .values("hour", "agent", "kind", "model", "bucket")
         .annotate(
-            n=Count("pk"),
+            n=Count("*"),
             latency=Sum("latency_ms"),
             prompt=Sum("prompt_tokens"),
             completion=Sum("completion_tokens"),
