@@ -8,7 +8,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from django.db.models import Case, DateTimeField, F, FloatField, Func, IntegerField, Subquery, Value, When
+from django.db import connections
+from django.db.models import Case, DateTimeField, F, FloatField, Func, IntegerField, QuerySet, Subquery, Value, When
 
 
 def bucket_of(field_name: str, starts: Sequence[datetime]) -> Case:
@@ -87,3 +88,30 @@ class Buckets:
             return key  # type: ignore[no-any-return]
         index = bisect_right(self._utc, key) - 1
         return index if index >= 0 else None
+
+
+def grouping_sets(
+    grouped: QuerySet[Any], *, sets: Sequence[Sequence[int]], marker: str, ranked: str, top: int
+) -> list[dict[str, Any]]:
+    """PostgreSQL: ``grouped`` (a ``values().annotate()`` query) grouped by each of ``sets`` (1-based
+    positions of its columns) in one pass over its rows, as ``GROUP BY GROUPING SETS`` does; a column
+    a set does not group by is NULL in that set's rows. ``marker`` names a column of the first set
+    that is never NULL in its rows and not in the last set: NULL there marks a row of the last set.
+    Of the last set only the first ``top`` rows in the order of ``ranked`` (SQL over the columns of
+    ``g``) are kept, each with its ``place`` from 1; the other rows have a NULL ``place``."""
+    connection = connections[grouped.db]
+    sql, params = grouped.query.sql_with_params()
+    head, _, keys = sql.rpartition(" GROUP BY ")
+    if not head or not all(part.strip().isdigit() for part in keys.split(",")):
+        raise ValueError(f"expected a query grouped by its columns' positions: {sql}")
+    groups = ", ".join("(" + ", ".join(str(position) for position in group) + ")" for group in sets)
+    column = "g." + connection.ops.quote_name(marker)
+    wrapped = (
+        f"SELECT * FROM (SELECT g.*, CASE WHEN {column} IS NULL THEN ROW_NUMBER() OVER "  # noqa: S608 - compiled by Django, parameters apart
+        f"(PARTITION BY {column} IS NULL ORDER BY {ranked}) END AS place "
+        f"FROM ({head} GROUP BY GROUPING SETS ({groups})) g) ranked WHERE place IS NULL OR place <= %s"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(wrapped, (*params, top))
+        names = [column.name for column in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 import pytest
+from django.db.models import Count, Sum
 from django.utils import timezone
 
 from agents.dashboard import WINDOWS, Latency, bucket_quantile, dashboard_for
-from agents.models import Agent
+from agents.models import Agent, Run
+from tests.conftest import make_user
 from tests.dashboard_seed import seed_runs
 
 BOUNDS = (5, 10, 50, 100)
@@ -88,3 +91,33 @@ def test_hour_rows_land_in_their_bucket_in_another_time_zone(operator, settings)
     data = dashboard_for(window=window, now=now)
     assert data.runs["succeeded"][0] == 1 and data.latency[0].total == 1
     assert data.runs["failed"][4] == 2 and sum(data.runs["failed"]) == 2
+
+
+@pytest.mark.django_db
+def test_the_top_starters_and_the_runs_are_what_a_direct_count_gives(operator):
+    # Twelve starters and runs nobody started, ties on cost broken by runs then by name: the top
+    # ten as the runs list would rank them, and every run still counted once in the totals (on
+    # PostgreSQL both come from one grouping-sets query).
+    agents = [Agent.objects.create(slug=slug, name=slug, objective="x", scope="x") for slug in ("a", "b")]
+    now = timezone.now()
+    for i in range(12):
+        user = make_user(f"starter{i:02d}")
+        agent, cost = agents[i % 2], ("0.30" if i % 3 else "0.10")
+        seed_runs(agent, user=user, at=now - timedelta(hours=i), status="succeeded", count=1 + i % 4, cost=cost)
+    seed_runs(agents[0], user=None, at=now, status="failed", count=3, cost="0.20")
+    data = dashboard_for(window=WINDOWS["24h"], now=now)
+    direct = sorted(
+        (
+            (-(row["cost"] or Decimal(0)), -row["n"], row["started_by__username"] or "")
+            for row in Run.objects.order_by()
+            .values("started_by_id", "started_by__username")
+            .annotate(n=Count("pk"), cost=Sum("cost"))
+        ),
+    )[:10]
+    got = [(-starter.cost, -starter.runs, starter.username) for starter in data.starters]
+    assert [(float(c), n, u) for c, n, u in got] == [(float(c), n, u) for c, n, u in direct]
+    assert data.total_runs == Run.objects.count() == 33
+    assert float(data.total_cost) == pytest.approx(float(Run.objects.aggregate(total=Sum("cost"))["total"]))
+    assert {summary.agent.slug: summary.total_runs for summary in data.agents} == {
+        agent.slug: Run.objects.filter(agent=agent).count() for agent in agents
+    }

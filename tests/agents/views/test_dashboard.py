@@ -305,5 +305,7 @@ def test_the_number_of_queries_does_not_grow_with_the_runs(operator, reviewer):
     assert many == few
     # Session, user and groups, then the dashboard's own: agents, runs, the steps' roll-up watermark
     # and the steps, approvals and the edited ones, pending, decision times, starters (the agent
-    # page: the agent, failures and pending list too), and the firing alerts of the banner.
-    assert few == {"/dashboard/": 13, "/dashboard/agents/support/": 15}
+    # page: the agent, failures and pending list too), and the firing alerts of the banner. On
+    # PostgreSQL the runs and the starters are one query (grouping sets).
+    together = 1 if connection.vendor == "postgresql" else 0
+    assert few == {"/dashboard/": 13 - together, "/dashboard/agents/support/": 15 - together}
