@@ -8,6 +8,8 @@ A redelivered task never runs a side effect twice: the claim is a conditional mo
 from __future__ import annotations
 
 import logging
+import os
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -34,27 +36,49 @@ from audit.services import audit_event, audit_record, audit_record_many, audited
 logger = logging.getLogger(__name__)
 
 
+class _ToolThread(threading.local):
+    """The thread this thread's tool calls run in, kept between calls: starting a thread for
+    each call cost more than a step's own work. One per calling thread, so calls made at once
+    in one process never queue behind each other (the timeout counts the call alone)."""
+
+    pool: ThreadPoolExecutor | None = None
+    pid: int = 0
+
+    def get(self) -> ThreadPoolExecutor:
+        if self.pool is None or self.pid != os.getpid():  # a forked worker does not have its parent's thread
+            self.pool, self.pid = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tool"), os.getpid()
+        return self.pool
+
+    def abandon(self) -> None:
+        # Never wait for a hung tool: its thread is left to finish on its own and the next call
+        # gets a fresh one. A retry passes the same idempotency key, so a late first attempt
+        # cannot apply the effect twice.
+        if self.pool is not None:
+            self.pool.shutdown(wait=False)
+        self.pool = None
+
+
+_tool_thread = _ToolThread()
+
+
 def execute_with_timeout(tool: Tool, arguments: dict[str, Any], context: ToolContext) -> dict[str, Any]:
     def call() -> dict[str, Any]:
         try:
             return tool.run(arguments, context)
         finally:
-            # The tool ran in its own thread, with its own database connection.
+            # The tool ran in its own thread, with its own database connection: none is kept
+            # open between calls (nor a transaction or a broken connection left for the next).
             connection.close()
 
     if connection.in_atomic_block:
         # Inside an outer transaction a second connection could not see its data: run inline.
         return tool.run(arguments, context)
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"tool-{tool.name}")
-    future = pool.submit(call)
+    future = _tool_thread.get().submit(call)
     try:
         return future.result(timeout=tool.timeout_seconds)
     except FutureTimeout:
+        _tool_thread.abandon()
         raise TimeoutError(f"{tool.name} did not finish within {tool.timeout_seconds} s") from None
-    finally:
-        # Never wait for a hung tool: its thread is left to finish on its own. A retry passes
-        # the same idempotency key, so a late first attempt cannot apply the effect twice.
-        pool.shutdown(wait=False)
 
 
 def tool_call_claim(*, run: Run, tool_call: ToolCall, lease: Lease | None) -> bool:
