@@ -11,7 +11,7 @@ from agents import tracing
 from agents.models import Agent, GuardrailHitRecord, Run, RunStatus, Step, ToolCall, ToolCallStatus
 from agents.reasoners import Action
 from agents.runtime.lease import Lease, hold
-from agents.runtime.ledger import tool_call_claim
+from agents.runtime.ledger import CallResult, read_result_write, tool_call_claim
 from agents.runtime.lifecycle import enqueue_advance
 from agents.runtime.status import decided_calls, run_move, tool_call_insert, tool_call_move
 from agents.runtime.steps import StepBatch, Trace, guardrail_hits_record, reasoning_step
@@ -38,17 +38,21 @@ def propose(
     lease: Lease | None = None,
     cleared: list[ToolCall] | None = None,
     trace: Trace | None = None,
+    result: CallResult | None = None,
 ) -> Outcome:
     """Record the reasoning step, then each call it proposes (a reply may make several at once),
     each validated and judged by the policy on its own. If any waits for a person the run waits
     once, for all of them. Returns what happened: "waiting" if any waits, else "execute" if any
     may run, else "blocked" or "invalid". The calls cleared to run are added to ``cleared``, in
-    order; the first may be claimed already (status ``executing``)."""
+    order; the first may be claimed already (status ``executing``). ``result``: the previous
+    call's, a read's, written here first (tool_call_execute's ``defer``)."""
     cleared = [] if cleared is None else cleared
     with audited_atomic():
         locked = hold(run, lease)
         # The run's row is locked: the step's rows and events are numbered here and written at once.
         batch = StepBatch(run, locked=locked, trace=trace)
+        if result is not None:
+            read_result_write(run, result, batch=batch)  # the last step's read, first
         reasoning_step(run, action, batch=batch)
         waits: list[Wait] = []
         # A lone call, a read the policy clears, is claimed as it is written (status executing,

@@ -188,7 +188,7 @@ class Trace:
 
     def __init__(self, run: Run) -> None:
         self.run = run
-        self.last = -1
+        self.last = 0  # steps are numbered from 1
         self.call_ids: dict[int, str] = {}
         self.history: list[dict[str, Any]] = []
         self.unredacted: list[dict[str, Any]] = []
@@ -198,9 +198,15 @@ class Trace:
         """Steps this worker has just recorded, in its transaction, so that they need not be read
         back; any that does not follow the last one known is left to be read."""
         for step in steps:
+            if step.index <= self.last:
+                continue  # known already (a read's result seen before it was written)
             if step.index != self.last + 1:
                 return
             self._take(step)
+
+    def follows(self, index: int) -> bool:
+        """Whether a step numbered ``index`` is the next one known here (add() takes it)."""
+        return index == self.last + 1
 
     def view(self, redactor: Redactor) -> RunView:
         redacted_input = redactor.redact(self.run.input)
