@@ -283,14 +283,15 @@ def read_result_write(run: Run, result: CallResult, *, batch: StepBatch | None =
     fields = _observation(tool_call, result, [])
     if batch is not None:
         step = batch.step(Step.Kind.OBSERVATION, **fields)
+        if result.step is not None and step.index != result.step.index:
+            # Another writer added a step since the reasoner saw this one: the proposal was made
+            # on a history that is not the run's. A programming error; the transaction rolls back.
+            raise RuntimeError(f"run {run.pk}: a step was recorded while a read's result waited")
         batch.events.append(_executed_event(run, tool_call, result))
     else:
-        step = record_step(run, Step.Kind.OBSERVATION, **fields)
+        # On its own (the loop stops or does something else next): numbered where it lands.
+        record_step(run, Step.Kind.OBSERVATION, **fields)
         audit_record_many([_executed_event(run, tool_call, result)])
-    if result.step is not None and step.index != result.step.index:
-        # Another writer added a step since the reasoner saw this one: it did not see the
-        # history as it is. A programming error; the transaction rolls back.
-        raise RuntimeError(f"run {run.pk}: a step was recorded while a read's result waited")
     tracing.tool_span(run, tool_call, status=result.status, latency_ms=result.latency_ms)
 
 
