@@ -14,7 +14,7 @@ from django.db.models import Q
 from django.db.transaction import TransactionManagementError
 from django.utils import timezone
 
-from agents.models import Run, RunStatus
+from agents.models import Agent, Run, RunStatus
 from agents.runtime.lifecycle import enqueue_advance
 from agents.runtime.status import decided_calls, run_move
 from audit.services import audited_atomic
@@ -112,8 +112,18 @@ def run_locked(run_id: int) -> Run:
     lock = ""
     if features.has_select_for_update:
         lock = " FOR NO KEY UPDATE" if features.has_select_for_no_key_update else " FOR UPDATE"
-    table = connection.ops.quote_name(Run._meta.db_table)
-    rows = list(Run.objects.raw(f"SELECT * FROM {table} WHERE id = %s{lock}", [run_id]))  # noqa: S608 - the model's own table
+        lock += " OF r" if features.has_select_for_update_of else ""
+    quote = connection.ops.quote_name
+    runs, agents = quote(Run._meta.db_table), quote(Agent._meta.db_table)
+    # With its agent's kill switch (``agent_enabled``), read in the same statement (the agent's
+    # row is not locked): what a claim made under this lock checks of the step boundary.
+    rows = list(
+        Run.objects.raw(
+            f"SELECT r.*, a.enabled AS agent_enabled FROM {runs} r INNER JOIN {agents} a ON a.id = r.agent_id "  # noqa: S608 - the models' own tables
+            f"WHERE r.id = %s{lock}",
+            [run_id],
+        )
+    )
     if not rows:
         raise Run.DoesNotExist(f"run {run_id} does not exist")
     return rows[0]

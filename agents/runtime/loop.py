@@ -19,7 +19,7 @@ from django.utils import timezone
 from agents.models import Agent, GuardrailHitRecord, Run, RunStatus, Step, ToolCall, ToolCallStatus
 from agents.reasoners import Action, ReasonerError, reasoner_for
 from agents.runtime.lease import Lease, LeaseKeeper, LeaseLost, hold, lease_take, requeue
-from agents.runtime.ledger import final_answer_release, tool_call_execute
+from agents.runtime.ledger import CallResult, final_answer_release, read_result_write, tool_call_execute
 from agents.runtime.lifecycle import run_finish
 from agents.runtime.proposals import final_answer_hold, propose, wait_for_the_rest
 from agents.runtime.resume import decisions_apply
@@ -80,96 +80,132 @@ def _loop(run: Run, lease: Lease, started: float, keeper: LeaseKeeper) -> None:
     progressed = False
     reasoning_steps: int | None = None
     trace = Trace(run)
-    while True:
-        # The run, its agent's kill switch and whether any call is not ended yet, in one query.
-        has_open = _run_reload(run, agent)
-        if run.status != RunStatus.RUNNING or run.lease_owner != lease.token:
-            return  # cancelled, paused or taken over by another worker
-        # The calls not ended yet: the next to run, and whether one waits for a person.
-        open_calls = list(run.tool_calls.filter(status__in=OPEN_CALL_STATUSES).order_by("step")) if has_open else []
-        pending = next((call for call in open_calls if call.status != ToolCallStatus.AWAITING), None)
-        awaiting = any(call.status == ToolCallStatus.AWAITING for call in open_calls)
-        if reasoning_steps is None:
-            # Counted once a task; only the lease holder adds reasoning steps, and this loop counts them.
-            reasoning_steps = run.steps.filter(kind=Step.Kind.REASONING).count()
-        stop = _stop_reason(
-            run,
-            agent,
-            active_ms=run.active_ms + int((time.monotonic() - started) * 1000),
-            reasoning_steps=reasoning_steps,
-        )
-        # A cancel or the kill switch stops everything; a budget stops new reasoning, not a call
-        # (or final answer) a person already approved: that one runs, then the budget applies.
-        if stop and not (pending is not None and stop[0] == RunStatus.FAILED):
-            status, message = stop
-            with audited_atomic():
-                locked = Run.objects.select_for_update(no_key=True).get(pk=run.pk)
-                if locked.lease_owner == lease.token:
-                    run_finish(locked, status, error=message)
-            return
-        if awaiting and wait_for_the_rest(run, lease=lease):
-            return  # a call proposed with the decided ones still waits for a person
-        # The keeper renews the lease in the background; the refresh above saw this worker hold
-        # it, and every write checks again under the run's lock (hold).
-        if keeper.lost:
-            return  # another worker took the run over (our lease expired)
-        if progressed and time.monotonic() - started > settings.RUN_SLICE_SECONDS:
-            requeue(run, lease)  # a step boundary: let a fresh task go on, far from the time limit
-            return
-        progressed = True
-
-        if pending is not None and pending.tool == FINAL_ANSWER:
-            final_answer_release(run, pending, lease=lease)
-            return
-        if pending is not None:
-            tool_call_execute(run=run, tool_call=pending, lease=lease, trace=trace)
-            continue
-
-        redactor = Redactor(run.redactions)
-        view = trace.view(redactor)
-        reasoning_steps += 1  # recorded below, whatever the reasoner answers
-        try:
-            action = reasoner.next_action(view)
-        except ReasonerError as exc:
-            with audited_atomic():
-                locked = hold(run, lease)
-                reasoning_step(run, Action(kind="invalid", error=str(exc)))
-                run_finish(locked, RunStatus.FAILED, error=str(exc))
-            return
-        action.prompt_tail = view.history[-2:]
-        if redactor.mapping != run.redactions:
-            Run.objects.filter(pk=run.pk).update(redactions=redactor.mapping)
-            run.redactions = redactor.mapping
-
-        if action.kind == "final":
-            _complete(run, action, redactor, lease=lease)
-            return
-        cleared: list[ToolCall] = []
-        outcome = propose(run, agent, action, redactor, lease=lease, cleared=cleared, trace=trace)
-        if outcome == "invalid":
-            invalid += 1
-            if invalid >= MAX_INVALID_PROPOSALS:
+    # The last call's result when it is a read's, not written yet: it is written with the next
+    # proposal (one transaction a step), or on its own before anything else the loop does.
+    result: CallResult | None = None
+    try:
+        while True:
+            # The run, its agent's kill switch and whether any call is not ended yet (but the one
+            # whose result waits), in one query.
+            has_open = _run_reload(run, agent, result=result)
+            if run.status != RunStatus.RUNNING or run.lease_owner != lease.token:
+                _result_write(run, result)
+                return  # cancelled, paused or taken over by another worker
+            # The calls not ended yet: the next to run, and whether one waits for a person.
+            open_calls = list(run.tool_calls.filter(status__in=OPEN_CALL_STATUSES).order_by("step")) if has_open else []
+            open_calls = [call for call in open_calls if result is None or call.pk != result.tool_call.pk]
+            pending = next((call for call in open_calls if call.status != ToolCallStatus.AWAITING), None)
+            awaiting = any(call.status == ToolCallStatus.AWAITING for call in open_calls)
+            if reasoning_steps is None:
+                # Counted once a task; only the lease holder adds reasoning steps, and this loop counts them.
+                reasoning_steps = run.steps.filter(kind=Step.Kind.REASONING).count()
+            stop = _stop_reason(
+                run,
+                agent,
+                active_ms=run.active_ms + int((time.monotonic() - started) * 1000),
+                reasoning_steps=reasoning_steps,
+            )
+            # A cancel or the kill switch stops everything; a budget stops new reasoning, not a call
+            # (or final answer) a person already approved: that one runs, then the budget applies.
+            sliced = progressed and time.monotonic() - started > settings.RUN_SLICE_SECONDS
+            if result is not None and (stop or awaiting or pending is not None or keeper.lost or sliced):
+                _result_write(run, result)  # the loop does not reason next: written on its own, first
+                result = None
+            if stop and not (pending is not None and stop[0] == RunStatus.FAILED):
+                status, message = stop
                 with audited_atomic():
-                    run_finish(
-                        hold(run, lease),
-                        RunStatus.FAILED,
-                        error=f"The reasoner proposed {invalid} invalid actions in a row.",
-                    )
+                    locked = Run.objects.select_for_update(no_key=True).get(pk=run.pk)
+                    if locked.lease_owner == lease.token:
+                        run_finish(locked, status, error=message)
                 return
-        else:
-            invalid = 0
-        if outcome == "waiting":
-            return  # the task ends: no worker waits for a person
-        if cleared:
-            # The first call cleared by the policy runs at once, without a second look at the
-            # run: its claim (here, or in the proposal's transaction) checked the step boundary
-            # (lease, cancel, kill switch). The others go round the loop.
-            first = cleared[0]
-            claimed = first.status == ToolCallStatus.EXECUTING
-            tool_call_execute(run=run, tool_call=first, lease=lease, claimed=claimed, trace=trace)
+            if awaiting and wait_for_the_rest(run, lease=lease):
+                return  # a call proposed with the decided ones still waits for a person
+            # The keeper renews the lease in the background; the refresh above saw this worker hold
+            # it, and every write checks again under the run's lock (hold).
+            if keeper.lost:
+                return  # another worker took the run over (our lease expired)
+            if sliced:
+                requeue(run, lease)  # a step boundary: let a fresh task go on, far from the time limit
+                return
+            progressed = True
+
+            if pending is not None and pending.tool == FINAL_ANSWER:
+                final_answer_release(run, pending, lease=lease)
+                return
+            if pending is not None:
+                tool_call_execute(run=run, tool_call=pending, lease=lease, trace=trace)
+                continue
+
+            redactor = Redactor(run.redactions)
+            view = trace.view(redactor)
+            reasoning_steps += 1  # recorded below, whatever the reasoner answers
+            try:
+                action = reasoner.next_action(view)
+            except ReasonerError as exc:
+                with audited_atomic():
+                    locked = hold(run, lease)
+                    _result_write(run, result, atomic=False)
+                    reasoning_step(run, Action(kind="invalid", error=str(exc)))
+                    run_finish(locked, RunStatus.FAILED, error=str(exc))
+                return
+            action.prompt_tail = view.history[-2:]
+            if redactor.mapping != run.redactions:
+                Run.objects.filter(pk=run.pk).update(redactions=redactor.mapping)
+                run.redactions = redactor.mapping
+
+            if action.kind == "final":
+                _complete(run, action, redactor, lease=lease, result=result)
+                return
+            cleared: list[ToolCall] = []
+            outcome = propose(run, agent, action, redactor, lease=lease, cleared=cleared, trace=trace, result=result)
+            result = None
+            if outcome == "invalid":
+                invalid += 1
+                if invalid >= MAX_INVALID_PROPOSALS:
+                    with audited_atomic():
+                        run_finish(
+                            hold(run, lease),
+                            RunStatus.FAILED,
+                            error=f"The reasoner proposed {invalid} invalid actions in a row.",
+                        )
+                    return
+            else:
+                invalid = 0
+            if outcome == "waiting":
+                return  # the task ends: no worker waits for a person
+            if cleared:
+                # The first call cleared by the policy runs at once, without a second look at the
+                # run: its claim (here, or in the proposal's transaction) checked the step boundary
+                # (lease, cancel, kill switch). The others go round the loop.
+                first = cleared[0]
+                claimed = first.status == ToolCallStatus.EXECUTING
+                result = tool_call_execute(
+                    run=run, tool_call=first, lease=lease, claimed=claimed, trace=trace, defer=True
+                )
+
+    except BaseException:
+        # A read's result seen by nobody but this task: written before the error goes up (a
+        # failed run must not keep a call "executing"); the write checks the call's status.
+        if result is not None:
+            try:
+                _result_write(run, result)
+            except Exception:
+                logger.exception("run %s: the last read's result could not be written", run.pk)
+        raise
 
 
-def _run_reload(run: Run, agent: Agent) -> bool:
+def _result_write(run: Run, result: CallResult | None, *, atomic: bool = True) -> None:
+    """A read's result not written yet, written now (in the caller's transaction if not ``atomic``)."""
+    if result is None:
+        return
+    if not atomic:
+        read_result_write(run, result)
+        return
+    with audited_atomic():
+        read_result_write(run, result)
+
+
+def _run_reload(run: Run, agent: Agent, *, result: CallResult | None = None) -> bool:
     """Read the run's columns and what it takes from its agent's live row (the kill switch; the
     rest of its behaviour is its version's) afresh; returns whether the run has calls not ended
     yet. The related objects stay: the agent's limit is set here, the starter never changes.
@@ -181,9 +217,9 @@ def _run_reload(run: Run, agent: Agent) -> bool:
     statuses = ", ".join(["%s"] * len(OPEN_CALL_STATUSES))
     fresh = Run.objects.raw(
         f"SELECT r.*, a.enabled AS agent_enabled, EXISTS (SELECT 1 FROM {calls} c "  # noqa: S608 - the models' own tables
-        f"WHERE c.run_id = r.id AND c.status IN ({statuses})) AS has_open "
+        f"WHERE c.run_id = r.id AND c.status IN ({statuses}) AND c.id <> %s) AS has_open "
         f"FROM {runs} r INNER JOIN {agents} a ON a.id = r.agent_id WHERE r.id = %s",
-        [*(status.value for status in OPEN_CALL_STATUSES), run.pk],
+        [*(status.value for status in OPEN_CALL_STATUSES), result.tool_call.pk if result else 0, run.pk],
     )[0]
     for field in Run._meta.concrete_fields:
         setattr(run, field.attname, getattr(fresh, field.attname))
@@ -205,12 +241,15 @@ def _stop_reason(run: Run, agent: Agent, *, active_ms: int, reasoning_steps: int
     return None
 
 
-def _complete(run: Run, action: Action, redactor: Redactor, *, lease: Lease | None = None) -> None:
+def _complete(
+    run: Run, action: Action, redactor: Redactor, *, lease: Lease | None = None, result: CallResult | None = None
+) -> None:
     answer = redactor.restore(action.answer)
     hits = check_final(answer)
     blocked = [hit for hit in hits if hit.effect == GuardrailEffect.BLOCK]
     with audited_atomic():
         locked = hold(run, lease)
+        _result_write(run, result, atomic=False)  # the last step's read, first
         step = reasoning_step(run, action)
         if hits:
             Step.objects.filter(pk=step.pk).update(

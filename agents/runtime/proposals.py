@@ -11,9 +11,9 @@ from agents import tracing
 from agents.models import Agent, GuardrailHitRecord, Run, RunStatus, Step, ToolCall, ToolCallStatus
 from agents.reasoners import Action
 from agents.runtime.lease import Lease, hold
-from agents.runtime.ledger import tool_call_claim
+from agents.runtime.ledger import CallResult, read_result_write, tool_call_claim
 from agents.runtime.lifecycle import enqueue_advance
-from agents.runtime.status import decided_calls, run_move, tool_call_move
+from agents.runtime.status import decided_calls, run_move, tool_call_insert, tool_call_move
 from agents.runtime.steps import StepBatch, Trace, guardrail_hits_record, reasoning_step
 from agents.tools import FINAL_ANSWER, Risk, Tool, ToolArgumentsInvalid, arguments_hash, registry
 from approvals.decisions import approval_request_create
@@ -22,7 +22,6 @@ from approvals.models import Verdict
 from approvals.policy import CheckpointVerdict, RunContext, checkpoint_verdict
 from audit.redaction import Redactor
 from audit.services import audit_record, audited_atomic
-from config.rows import rows_insert
 
 Outcome = Literal["invalid", "blocked", "waiting", "execute"]
 
@@ -39,28 +38,39 @@ def propose(
     lease: Lease | None = None,
     cleared: list[ToolCall] | None = None,
     trace: Trace | None = None,
+    result: CallResult | None = None,
 ) -> Outcome:
     """Record the reasoning step, then each call it proposes (a reply may make several at once),
     each validated and judged by the policy on its own. If any waits for a person the run waits
     once, for all of them. Returns what happened: "waiting" if any waits, else "execute" if any
     may run, else "blocked" or "invalid". The calls cleared to run are added to ``cleared``, in
-    order; the first may be claimed already (status ``executing``)."""
+    order; the first may be claimed already (status ``executing``). ``result``: the previous
+    call's, a read's, written here first (tool_call_execute's ``defer``)."""
     cleared = [] if cleared is None else cleared
     with audited_atomic():
         locked = hold(run, lease)
         # The run's row is locked: the step's rows and events are numbered here and written at once.
         batch = StepBatch(run, locked=locked, trace=trace)
+        if result is not None:
+            read_result_write(run, result, batch=batch)  # the last step's read, first
         reasoning_step(run, action, batch=batch)
         waits: list[Wait] = []
+        # A lone call, a read the policy clears, is claimed as it is written (status executing,
+        # one attempt): under the run's lock, held with the lease, the step boundary is checked
+        # here as the claim checks it (not cancelled, the agent on). A crash before it runs
+        # leaves it "executing", and since a read has no effect the next worker runs it again.
+        claim = lease is not None and not action.others and not locked.cancel_requested
+        claim = claim and bool(getattr(locked, "agent_enabled", False))
         outcomes = [
-            _propose_call(run, agent, call, redactor, waits, batch, cleared) for call in [action, *action.others]
+            _propose_call(run, agent, call, redactor, waits, batch, cleared, claim=claim)
+            for call in [action, *action.others]
         ]
         batch.flush()
         if waits:
             pause(locked, waits=waits)
             return "waiting"
         tool = registry.get(cleared[0].tool) if cleared else None
-        if tool is not None and tool.is_read_only:
+        if tool is not None and tool.is_read_only and cleared[0].status == ToolCallStatus.APPROVED:
             # The first call to run, a read, is claimed in the proposal's commit (its status
             # says so): a crash before it runs leaves it "executing", and since a read has no
             # effect the next worker runs it again (the ledger). One commit less a step.
@@ -99,6 +109,8 @@ def _propose_call(
     waits: list[Wait],
     batch: StepBatch,
     cleared: list[ToolCall],
+    *,
+    claim: bool = False,
 ) -> Outcome:
     """Inside the run's transaction: one proposed call validated, judged and recorded; a call
     that needs a person is added to ``waits``, one cleared to run to ``cleared``."""
@@ -136,6 +148,14 @@ def _propose_call(
         latency_ms=int((time.monotonic() - started) * 1000),
     )
     digest = arguments_hash(arguments)
+    # The call is written with the moves the verdict makes (one INSERT, no UPDATE after it).
+    path: tuple[ToolCallStatus, ...] = (ToolCallStatus.APPROVED,)
+    if verdict.verdict == Verdict.BLOCK:
+        path = (ToolCallStatus.BLOCKED,)
+    elif verdict.verdict == Verdict.REQUIRE_APPROVAL:
+        path = (ToolCallStatus.AWAITING,)
+    elif claim and verdict.verdict == Verdict.EXECUTE and tool.is_read_only:
+        path = (ToolCallStatus.APPROVED, ToolCallStatus.EXECUTING)
     tool_call = ToolCall(
         run=run,
         step=call_step.index,
@@ -145,8 +165,9 @@ def _propose_call(
         rationale=action.rationale,
         verdict=verdict.verdict,
         verdict_reason=verdict.reason,
+        approved_hash=digest if path[0] == ToolCallStatus.APPROVED else "",
     )
-    rows_insert([tool_call])  # as ToolCall.objects.create(), cheaper (ToolCall has no save() or signals)
+    tool_call_insert(tool_call, path=path)
     batch.audit(
         actor=agent,
         action="agents.tool_call.proposed",
@@ -172,7 +193,6 @@ def _propose_call(
         )
 
     if verdict.verdict == Verdict.BLOCK:
-        tool_call_move(tool_call_id=tool_call.pk, to=ToolCallStatus.BLOCKED)
         tracing.tool_span(run, tool_call, status=ToolCallStatus.BLOCKED)
         batch.step(
             Step.Kind.OBSERVATION,
@@ -182,14 +202,10 @@ def _propose_call(
         return "blocked"
 
     if verdict.verdict == Verdict.REQUIRE_APPROVAL:
-        tool_call_move(tool_call_id=tool_call.pk, to=ToolCallStatus.AWAITING)
-        tool_call.status = ToolCallStatus.AWAITING
         waits.append((tool_call, verdict, tool.risk))
         return "waiting"
 
     # execute or execute_and_review: approved by policy, for exactly these arguments
-    tool_call_move(tool_call_id=tool_call.pk, to=ToolCallStatus.APPROVED, approved_hash=digest)
-    tool_call.status, tool_call.approved_hash = ToolCallStatus.APPROVED, digest
     cleared.append(tool_call)
     if verdict.verdict == Verdict.EXECUTE_AND_REVIEW:
         batch.flush()  # the request writes its own event: the log keeps the order of the step

@@ -14,6 +14,7 @@ from django.db.models import Exists, OuterRef, Q
 
 from agents.models import RUN_MOVES, TOOL_CALL_MOVES, Agent, Run, RunStatus, ToolCall, ToolCallStatus
 from approvals.models import ApprovalRequest, ApprovalStatus
+from config.rows import rows_insert
 
 # What each decided status does to the waiting call, and the word the run's trace (and the
 # reasoner's history) records for it.
@@ -68,6 +69,23 @@ def tool_call_move(
     if where is not None:
         rows = rows.filter(where)
     return rows.update(status=to, **fields) == 1
+
+
+def tool_call_insert(tool_call: ToolCall, *, path: tuple[ToolCallStatus, ...] = ()) -> None:
+    """Insert a new call (``proposed``) already moved along ``path``, each move one the map
+    allows: the moves a proposal makes at once under its run's lock, written with the row
+    instead of an UPDATE each. ``executing`` counts the attempt, as the claim does."""
+    status: str = ToolCallStatus.PROPOSED
+    for to in path:
+        if to not in TOOL_CALL_MOVES[status]:
+            raise StatusMoveRefused(f"a tool call may not move from {status!r} to {to!r}")
+        status = to
+    if tool_call.status != ToolCallStatus.PROPOSED or tool_call.pk is not None:
+        raise StatusMoveRefused("only a new call, proposed, is inserted")
+    tool_call.status = status
+    if status == ToolCallStatus.EXECUTING:
+        tool_call.attempts += 1
+    rows_insert([tool_call])
 
 
 _TOOL_CALL_FIELDS = {field.name: field for field in ToolCall._meta.concrete_fields}

@@ -91,12 +91,18 @@ class StepBatch:
     def flush(self) -> None:
         if self.steps:
             added = sum((step.cost for step in self.steps), Decimal(0))
-            count, self.run.cost = _count_step(self.run.pk, added, steps=len(self.steps))
+            if connection.vendor == "postgresql":
+                # The count's UPDATE and the steps' INSERT in one statement (one round trip).
+                (counted,) = rows_insert(self.steps, counted=_count_sql(self.run.pk, added, steps=len(self.steps)))
+                count, self.run.cost = int(counted["step_count"]), Decimal(str(counted["cost"])).quantize(COST_QUANTUM)
+            else:
+                count, self.run.cost = _count_step(self.run.pk, added, steps=len(self.steps))
             if count != self.count:
                 # Another step was recorded in this transaction after the batch began: the
                 # indexes given here are taken. A programming error; the transaction rolls back.
                 raise RuntimeError(f"run {self.run.pk}: a step was recorded beside an open StepBatch")
-            rows_insert(self.steps)
+            if connection.vendor != "postgresql":
+                rows_insert(self.steps)
             self.run.step_count = count
             if self.trace is not None:
                 self.trace.add(self.steps)
@@ -104,19 +110,24 @@ class StepBatch:
         self.steps, self.events = [], []
 
 
-def _count_step(run_id: int, cost: Decimal, *, steps: int = 1) -> tuple[int, Decimal]:
+def _count_sql(run_id: int, cost: Decimal, *, steps: int = 1) -> tuple[str, list[Any]]:
+    """The UPDATE that counts ``steps`` more steps and their cost, returning the new values."""
     table = connection.ops.quote_name(Run._meta.db_table)
     cost_field = Run._meta.get_field("cost")
+    return (
+        f"UPDATE {table} SET step_count = step_count + %s, cost = cost + %s WHERE id = %s "  # noqa: S608 - the model's own table
+        "RETURNING step_count, cost",
+        [
+            steps,
+            connection.ops.adapt_decimalfield_value(cost, cost_field.max_digits, cost_field.decimal_places),
+            run_id,
+        ],
+    )
+
+
+def _count_step(run_id: int, cost: Decimal, *, steps: int = 1) -> tuple[int, Decimal]:
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"UPDATE {table} SET step_count = step_count + %s, cost = cost + %s WHERE id = %s "  # noqa: S608 - the model's own table
-            "RETURNING step_count, cost",
-            [
-                steps,
-                connection.ops.adapt_decimalfield_value(cost, cost_field.max_digits, cost_field.decimal_places),
-                run_id,
-            ],
-        )
+        cursor.execute(*_count_sql(run_id, cost, steps=steps))
         step_count, total = cursor.fetchone()
     return int(step_count), Decimal(str(total)).quantize(COST_QUANTUM)
 
@@ -188,7 +199,7 @@ class Trace:
 
     def __init__(self, run: Run) -> None:
         self.run = run
-        self.last = -1
+        self.last = 0  # steps are numbered from 1
         self.call_ids: dict[int, str] = {}
         self.history: list[dict[str, Any]] = []
         self.unredacted: list[dict[str, Any]] = []
@@ -198,9 +209,15 @@ class Trace:
         """Steps this worker has just recorded, in its transaction, so that they need not be read
         back; any that does not follow the last one known is left to be read."""
         for step in steps:
+            if step.index <= self.last:
+                continue  # known already (a read's result seen before it was written)
             if step.index != self.last + 1:
                 return
             self._take(step)
+
+    def follows(self, index: int) -> bool:
+        """Whether a step numbered ``index`` is the next one known here (add() takes it)."""
+        return index == self.last + 1
 
     def view(self, redactor: Redactor) -> RunView:
         redacted_input = redactor.redact(self.run.input)

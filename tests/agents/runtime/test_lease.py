@@ -126,6 +126,33 @@ def test_a_hung_tool_times_out_without_holding_the_worker(operator, settings, mo
     assert elapsed < 10  # two attempts of 0.2 s, not the 30 s the tool would hang
 
 
+def test_tool_calls_share_a_kept_thread_until_one_hangs():
+    from agents.runtime.ledger import execute_with_timeout
+
+    release = threading.Event()
+    threads: list[int] = []
+
+    def where(args, context):
+        threads.append(threading.get_ident())
+        if args.query == "hang":
+            release.wait(30)
+        return {"results": []}
+
+    original = tools.registry["kb_search"]
+    tool = original.__class__(**{**original.__dict__, "func": where, "timeout_seconds": 0.2})
+    context = tools.ToolContext(idempotency_key="k")
+    try:
+        execute_with_timeout(tool, {"query": "a"}, context)
+        execute_with_timeout(tool, {"query": "b"}, context)
+        with pytest.raises(TimeoutError):
+            execute_with_timeout(tool, {"query": "hang"}, context)
+        # The hung call keeps its thread; the next call does not wait behind it.
+        assert execute_with_timeout(tool, {"query": "c"}, context) == {"results": []}
+    finally:
+        release.set()
+    assert threads[0] == threads[1] == threads[2] != threads[3] != threading.get_ident()
+
+
 @pytest.mark.django_db(transaction=True)
 def test_a_write_tool_that_times_out_is_left_for_a_person_not_retried(operator, settings, monkeypatch, doorbells):
     from agents.models import LedgerEntry, ToolCallStatus
