@@ -70,31 +70,23 @@ def step_groups(
         hours, tail = hours.filter(hour__lt=until), tail.filter(created_at__lt=until)
     if agent_id is not None:
         hours, tail = hours.filter(agent_id=agent_id), tail.filter(run__agent_id=agent_id)
+
     # Only annotations, in the same order on both sides: the columns of a UNION go by position.
-    rolled = (
-        hours.order_by()
-        .annotate(**{name: groups[name][0] for name in group_by})
-        .values(*group_by)
-        .annotate(
-            n=Sum("steps"),
-            latency=Sum("latency_ms"),
-            prompt=Sum("prompt_tokens"),
-            completion=Sum("completion_tokens"),
-            spent=Sum("cost"),
+    def grouped(rows: QuerySet[Any], side: int, n: Sum | Count) -> QuerySet[Any]:
+        return (
+            rows.order_by()
+            .annotate(**{name: groups[name][side] for name in group_by})
+            .values(*group_by)
+            .annotate(
+                n=n,
+                latency=Sum("latency_ms"),
+                prompt=Sum("prompt_tokens"),
+                completion=Sum("completion_tokens"),
+                spent=Sum("cost"),
+            )
         )
-    )
-    live = (
-        tail.order_by()
-        .annotate(**{name: groups[name][1] for name in group_by})
-        .values(*group_by)
-        .annotate(
-            n=Count("*"),
-            latency=Sum("latency_ms"),
-            prompt=Sum("prompt_tokens"),
-            completion=Sum("completion_tokens"),
-            spent=Sum("cost"),
-        )
-    )
+
+    rolled, live = grouped(hours, 0, Sum("steps")), grouped(tail, 1, Count("*"))
     return list(rolled.union(live, all=True))
 
 
