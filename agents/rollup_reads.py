@@ -73,7 +73,7 @@ def step_groups(
 
     # Only annotations, in the same order on both sides: the columns of a UNION go by position.
     def grouped(rows: QuerySet[Any], side: int, n: Sum | Count) -> QuerySet[Any]:
-        return (
+        sums: QuerySet[Any] = (
             rows.order_by()
             .annotate(**{name: groups[name][side] for name in group_by})
             .values(*group_by)
@@ -85,6 +85,7 @@ def step_groups(
                 spent=Sum("cost"),
             )
         )
+        return sums
 
     rolled, live = grouped(hours, 0, Sum("steps")), grouped(tail, 1, Count("*"))
     return list(rolled.union(live, all=True))
