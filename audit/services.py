@@ -4,11 +4,11 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Protocol, TypeAlias, cast
 
-from django.db import connections, router, transaction
+from django.db import transaction
 from django.db.models import Model
 from django.utils import timezone
 
-from audit.chain import GENESIS_HASH, HASHED_FIELDS, content_hash, json_value
+from audit.chain import GENESIS_HASH, content_hash, json_value
 from audit.models import AuditEvent
 from audit.redaction import mask_secrets
 from audit.selectors import audit_head
@@ -98,39 +98,6 @@ def _field(value: str, name: str) -> str:
     return value[: _MAX_LENGTH[name]]
 
 
-# What an append writes: the hashed fields and their content hash (the chain columns stay NULL).
-_INSERT_FIELDS = [
-    field for field in AuditEvent._meta.concrete_fields if field.name in HASHED_FIELDS or field.name == "content_hash"
-]
-
-
-def _insert(values: Mapping[str, object]) -> AuditEvent:
-    """One INSERT of a pending event, without the ORM's per-call query compilation.
-
-    Appends are the log's hot path (every step, decision and sign-in writes one), and building
-    the INSERT through Model.save() cost about a third of an append's client CPU. The values go
-    through each field's own database preparation, as save() does, so they are stored alike.
-    """
-    alias = router.db_for_write(AuditEvent)
-    connection = connections[alias]
-    quote = connection.ops.quote_name
-    columns = ", ".join(quote(str(field.column)) for field in _INSERT_FIELDS)
-    placeholders = ", ".join(["%s"] * len(_INSERT_FIELDS))
-    params = [field.get_db_prep_save(values[field.name], connection) for field in _INSERT_FIELDS]
-    sql = f"INSERT INTO {quote(AuditEvent._meta.db_table)} ({columns}) VALUES ({placeholders})"  # noqa: S608
-    with connection.cursor() as cursor:
-        if connection.features.can_return_columns_from_insert:
-            cursor.execute(f"{sql} RETURNING {quote('id')}", params)
-            pk = cursor.fetchone()[0]
-        else:
-            cursor.execute(sql, params)
-            pk = cursor.lastrowid
-    event = AuditEvent(id=pk, **values)
-    # Loaded, as save() would leave it: a second save() is refused as a change of an event.
-    event._state.adding, event._state.db = False, alias
-    return event
-
-
 def _event_fields(
     *, actor: Actor, action: str, target: Model | None, data: Mapping[str, object] | None
 ) -> dict[str, object]:
@@ -165,7 +132,11 @@ def audit_record(
     before it is hashed and stored. The event commits or rolls back with the caller's change;
     ``sequence``, ``prev_hash`` and ``hash`` are filled by the sealer after commit.
     """
-    return _insert(_event_fields(actor=actor, action=action, target=target, data=data))
+    event = AuditEvent(**_event_fields(actor=actor, action=action, target=target, data=data))
+    # One INSERT without the ORM's statement building: appends are the log's hot path (every
+    # step, decision and sign-in writes one), where compiling it cost a third of their CPU.
+    rows_insert([event])
+    return event
 
 
 def audit_event(
